@@ -1,0 +1,1 @@
+"""Adapters to AWS. The only modules of Tollgate that import boto3."""

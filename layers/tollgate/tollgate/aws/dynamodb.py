@@ -1,0 +1,270 @@
+"""A small typed layer over the DynamoDB client: plain Python values in and out, named
+conditions, and transactions with their cancellation reasons.
+
+Numbers come back as ``int`` (Tollgate stores no fractional numbers: money is integers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from tollgate.aws.clients import client
+from tollgate.errors import ServiceUnavailable
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+_RETRYABLE = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+}
+
+Item = dict[str, Any]
+
+
+class ConditionFailed(Exception):
+    """A conditional write found the item in another state. ``item`` is its current state, if any."""
+
+    def __init__(self, item: Item | None) -> None:
+        super().__init__("condition failed")
+        self.item = item
+
+
+class TransactionCancelled(Exception):
+    """A transaction was cancelled; ``reasons`` has one code per operation ('None' when fine)."""
+
+    def __init__(self, reasons: list[str], items: list[Item | None]) -> None:
+        super().__init__(f"transaction cancelled: {reasons}")
+        self.reasons = reasons
+        self.items = items
+
+    @property
+    def conflicted(self) -> bool:
+        """True when another transaction got in the way (worth retrying), not a condition."""
+        return "TransactionConflict" in self.reasons and "ConditionalCheckFailed" not in self.reasons
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else value
+    if isinstance(value, dict):
+        return {k: _to_python(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_python(v) for v in value]
+    if isinstance(value, set):
+        return {_to_python(v) for v in value}
+    return value
+
+
+def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in item.items() if v is not None}
+
+
+def deserialize(raw: Mapping[str, Any]) -> Item:
+    return {k: _to_python(_deserializer.deserialize(v)) for k, v in raw.items()}
+
+
+def _values(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in (values or {}).items()}
+
+
+@dataclass(frozen=True)
+class Write:
+    """One operation of a transaction."""
+
+    kind: str  # Put | Update | Delete | ConditionCheck
+    key: Item | None = None
+    item: Item | None = None
+    update: str | None = None
+    condition: str | None = None
+    names: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_request(self, table: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"TableName": table}
+        if self.item is not None:
+            body["Item"] = serialize(self.item)
+        if self.key is not None:
+            body["Key"] = serialize(self.key)
+        if self.update is not None:
+            body["UpdateExpression"] = self.update
+        if self.condition is not None:
+            body["ConditionExpression"] = self.condition
+        if self.names:
+            body["ExpressionAttributeNames"] = dict(self.names)
+        if self.values:
+            body["ExpressionAttributeValues"] = _values(self.values)
+        body["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        return {self.kind: body}
+
+
+def put(item: Item, condition: str | None = None, names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None) -> Write:
+    return Write("Put", item=item, condition=condition, names=names or {}, values=values or {})
+
+
+def update(key: Item, expression: str, condition: str | None = None, names: Mapping[str, str] | None = None,
+           values: Mapping[str, Any] | None = None) -> Write:
+    return Write("Update", key=key, update=expression, condition=condition, names=names or {},
+                 values=values or {})
+
+
+def delete(key: Item, condition: str | None = None, names: Mapping[str, str] | None = None,
+           values: Mapping[str, Any] | None = None) -> Write:
+    return Write("Delete", key=key, condition=condition, names=names or {}, values=values or {})
+
+
+def check(key: Item, condition: str, names: Mapping[str, str] | None = None,
+          values: Mapping[str, Any] | None = None) -> Write:
+    return Write("ConditionCheck", key=key, condition=condition, names=names or {}, values=values or {})
+
+
+def _raise_unavailable(exc: ClientError) -> None:
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in _RETRYABLE:
+        raise ServiceUnavailable(f"DynamoDB is unavailable ({code}); retry shortly",
+                                 headers={"Retry-After": "1"}) from exc
+
+
+class DynamoTable:
+    """One DynamoDB table addressed by ``pk``/``sk``."""
+
+    def __init__(self, name: str, dynamodb_client: Any | None = None) -> None:
+        self.name = name
+        self._client = dynamodb_client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = client("dynamodb")
+        return self._client
+
+    def get(self, pk: str, sk: str, *, consistent: bool = True) -> Item | None:
+        try:
+            raw = self.client.get_item(TableName=self.name, Key=serialize({"pk": pk, "sk": sk}),
+                                       ConsistentRead=consistent)
+        except ClientError as exc:
+            _raise_unavailable(exc)
+            raise
+        item = raw.get("Item")
+        return deserialize(item) if item else None
+
+    def put(self, item: Item, *, condition: str | None = None, names: Mapping[str, str] | None = None,
+            values: Mapping[str, Any] | None = None) -> None:
+        self._write("put_item", Item=serialize(item), condition=condition, names=names, values=values)
+
+    def update(self, pk: str, sk: str, expression: str, *, condition: str | None = None,
+               names: Mapping[str, str] | None = None, values: Mapping[str, Any] | None = None) -> Item:
+        raw = self._write("update_item", Key=serialize({"pk": pk, "sk": sk}), UpdateExpression=expression,
+                          ReturnValues="ALL_NEW", condition=condition, names=names, values=values)
+        return deserialize(raw.get("Attributes", {}))
+
+    def delete(self, pk: str, sk: str, *, condition: str | None = None, names: Mapping[str, str] | None = None,
+               values: Mapping[str, Any] | None = None) -> None:
+        self._write("delete_item", Key=serialize({"pk": pk, "sk": sk}), condition=condition, names=names,
+                    values=values)
+
+    def _write(self, operation: str, *, condition: str | None, names: Mapping[str, str] | None,
+               values: Mapping[str, Any] | None, **params: Any) -> dict[str, Any]:
+        params["TableName"] = self.name
+        if condition:
+            params["ConditionExpression"] = condition
+            params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        if names:
+            params["ExpressionAttributeNames"] = dict(names)
+        if values:
+            params["ExpressionAttributeValues"] = _values(values)
+        try:
+            result: dict[str, Any] = getattr(self.client, operation)(**params)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                old = exc.response.get("Item")
+                raise ConditionFailed(deserialize(old) if old else None) from None
+            _raise_unavailable(exc)
+            raise
+        return result
+
+    def query(
+        self,
+        key_condition: str,
+        *,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+        index: str | None = None,
+        forward: bool = True,
+        limit: int | None = None,
+        start_key: Mapping[str, Any] | None = None,
+        consistent: bool = False,
+        filter_expression: str | None = None,
+    ) -> tuple[list[Item], Item | None]:
+        """One page of a query: the items, and the key to continue from (``None`` at the end)."""
+        params: dict[str, Any] = {
+            "TableName": self.name,
+            "KeyConditionExpression": key_condition,
+            "ScanIndexForward": forward,
+        }
+        if names:
+            params["ExpressionAttributeNames"] = dict(names)
+        if values:
+            params["ExpressionAttributeValues"] = _values(values)
+        if index:
+            params["IndexName"] = index
+        elif consistent:
+            params["ConsistentRead"] = True
+        if limit:
+            params["Limit"] = limit
+        if start_key:
+            params["ExclusiveStartKey"] = serialize(start_key)
+        if filter_expression:
+            params["FilterExpression"] = filter_expression
+        try:
+            raw = self.client.query(**params)
+        except ClientError as exc:
+            _raise_unavailable(exc)
+            raise
+        last = raw.get("LastEvaluatedKey")
+        return [deserialize(i) for i in raw.get("Items", [])], deserialize(last) if last else None
+
+    def query_all(self, key_condition: str, **kwargs: Any) -> list[Item]:
+        items: list[Item] = []
+        start: Item | None = None
+        while True:
+            page, start = self.query(key_condition, start_key=start, **kwargs)
+            items.extend(page)
+            if start is None:
+                return items
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        """All or nothing. Raises ``TransactionCancelled`` with a reason per write."""
+        try:
+            self.client.transact_write_items(TransactItems=[w.to_request(self.name) for w in writes])
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "TransactionCanceledException":
+                reasons_raw = exc.response.get("CancellationReasons") or []
+                reasons = [str(r.get("Code", "None")) for r in reasons_raw]
+                items = [deserialize(r["Item"]) if r.get("Item") else None for r in reasons_raw]
+                if not reasons:
+                    reasons = _reasons_from_message(str(error.get("Message", "")), len(writes))
+                    items = [None] * len(reasons)
+                raise TransactionCancelled(reasons, items) from None
+            if error.get("Code") == "TransactionConflictException":
+                raise TransactionCancelled(["TransactionConflict"], [None]) from None
+            _raise_unavailable(exc)
+            raise
+
+
+def _reasons_from_message(message: str, count: int) -> list[str]:
+    """Some SDK paths only give the reasons inside the message: '... [None, ConditionalCheckFailed]'."""
+    start, end = message.rfind("["), message.rfind("]")
+    if start == -1 or end < start:
+        return ["Unknown"] * count
+    return [part.strip() for part in message[start + 1 : end].split(",")]

@@ -1,0 +1,168 @@
+"""Fixtures shared by the three layers of tests.
+
+- unit: no AWS at all.
+- integration: moto in-process; every resource made from ``template.yaml``; handlers called
+  through ``tollgate_local.gateway.Gateway`` with the authorizer, as API Gateway would.
+- e2e: HTTP against the local runtime (moto server), see ``tests/e2e/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+
+from tollgate import services
+from tollgate.aws.identity_store import admin_key_to_json
+from tollgate.identity.keys import KeyHasher
+from tollgate.identity.models import Role
+from tollgate.identity.service import issue_admin_key
+from tollgate_local.gateway import ApiDefinition, Gateway
+from tollgate_local.invoke import in_process_invoker
+from tollgate_local.resources import REGION, CreatedStack, create_stack
+from tollgate_local.template import default_template, function_environment, function_ids
+
+EVENTS = Path(__file__).resolve().parents[1] / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+
+
+def _reset_caches() -> None:
+    services.reset()
+    parameters.clear_caches()
+
+
+@pytest.fixture
+def stack(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[CreatedStack]:
+    """Every resource of template.yaml in moto, and the functions' environment in os.environ."""
+    template = default_template()
+    with mock_aws():
+        created = create_stack(template, boto3.session.Session(region_name=REGION))
+        for function_id in function_ids(template):
+            for name, value in function_environment(template, function_id, created.resolver).items():
+                if name != "POWERTOOLS_SERVICE_NAME":
+                    monkeypatch.setenv(name, value)
+        _reset_caches()
+        yield created
+    _reset_caches()
+
+
+@pytest.fixture
+def admin_key(stack: CreatedStack) -> str:
+    """The bootstrap admin key, stored (as its HMAC) in the template's SSM parameter."""
+    secrets = services.identity_secrets()
+    plain, record = issue_admin_key(KeyHasher(secrets.key_pepper()))
+    boto3.client("ssm", region_name=REGION).put_parameter(
+        Name=stack.names["AdminKeyParameter"], Value=admin_key_to_json(record), Overwrite=True, Type="String"
+    )
+    parameters.clear_caches()
+    return plain.value
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+class Api:
+    """Calls the API in-process, through the template's gateway and authorizer."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        key: str | None = None,
+        json_body: Any = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        parts = urlsplit(url)
+        sent = {"Host": "127.0.0.1", "User-Agent": "pytest"}
+        if key is not None:
+            sent["Authorization"] = f"Bearer {key}"
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        result = self.gateway.handle(method, parts.path, sent, parse_qs(parts.query), body or b"")
+        return ApiResponse(result.status, result.headers, result.body)
+
+    def get(self, url: str, **kwargs: Any) -> ApiResponse:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> ApiResponse:
+        return self.request("POST", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> ApiResponse:
+        return self.request("DELETE", url, **kwargs)
+
+
+@pytest.fixture
+def api(stack: CreatedStack) -> Api:
+    template = default_template()
+    return Api(Gateway(ApiDefinition.from_template(template, stack.resolver), in_process_invoker(template)))
+
+
+@dataclass
+class Tenant:
+    org_id: str
+    owner_key: str
+    member_key: str
+
+
+@pytest.fixture
+def make_tenant(api: Api, admin_key: str) -> Any:
+    """Create an org through the API, with an owner key and a member key."""
+
+    def make(name: str = "Acme", plan: str = "starter") -> Tenant:
+        org = api.post("/v1/orgs", key=admin_key, json_body={"name": name, "plan": plan})
+        assert org.status == 201, org.body
+        org_id = org.json()["org_id"]
+        keys = {}
+        for role in (Role.OWNER, Role.MEMBER):
+            made = api.post(
+                f"/v1/orgs/{org_id}/keys",
+                key=admin_key,
+                json_body={"name": f"{role.value} key", "user": f"{role.value}-1", "role": role.value},
+            )
+            assert made.status == 201, made.body
+            keys[role] = made.json()["key"]
+        return Tenant(org_id=org_id, owner_key=keys[Role.OWNER], member_key=keys[Role.MEMBER])
+
+    return make
