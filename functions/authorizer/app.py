@@ -27,7 +27,7 @@ tracer = Tracer()
 def _api_wildcard(method_arn: str) -> str:
     """``arn:...:api-id/stage/*/*``: the cached policy must cover every route, not just this one."""
     parts = method_arn.split("/")
-    return "/".join(parts[:2] + ["*", "*"]) if len(parts) >= 2 else method_arn
+    return "/".join([*parts[:2], "*", "*"]) if len(parts) >= 2 else method_arn
 
 
 def _policy(principal: str, effect: str, method_arn: str, context: dict[str, str]) -> dict[str, Any]:

@@ -173,8 +173,9 @@ class Gateway:
             return self._gateway_response("REQUEST_TOO_LARGE", 413, request_id, "Request Too Large")
         found = self.api.find(method, path)
         if found is None:
-            return self._gateway_response("MISSING_AUTHENTICATION_TOKEN", 403, request_id,
-                                          "Missing Authentication Token")
+            return self._gateway_response(
+                "MISSING_AUTHENTICATION_TOKEN", 403, request_id, "Missing Authentication Token"
+            )
         route, path_params = found
         event = self._proxy_event(route, method, path, headers, query, body, path_params, request_id)
         if route.authorizer is not None:
@@ -207,9 +208,21 @@ class Gateway:
             auth_event = {
                 "type": "REQUEST",
                 "methodArn": self._method_arn(event),
-                **{k: event[k] for k in ("resource", "path", "httpMethod", "headers", "multiValueHeaders",
-                                         "queryStringParameters", "multiValueQueryStringParameters",
-                                         "pathParameters", "stageVariables", "requestContext")},
+                **{
+                    k: event[k]
+                    for k in (
+                        "resource",
+                        "path",
+                        "httpMethod",
+                        "headers",
+                        "multiValueHeaders",
+                        "queryStringParameters",
+                        "multiValueQueryStringParameters",
+                        "pathParameters",
+                        "stageVariables",
+                        "requestContext",
+                    )
+                },
             }
             try:
                 policy = self.invoke(spec.function_id, auth_event)
@@ -227,8 +240,10 @@ class Gateway:
         return context
 
     def _method_arn(self, event: Mapping[str, Any]) -> str:
-        return (f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{LOCAL_API_ID}/{self.api.stage}/"
-                f"{event['httpMethod']}{event['path']}")
+        return (
+            f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{LOCAL_API_ID}/{self.api.stage}/"
+            f"{event['httpMethod']}{event['path']}"
+        )
 
     def _allows(self, policy: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
         arn = self._method_arn(event)

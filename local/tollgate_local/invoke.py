@@ -75,7 +75,9 @@ def in_process_invoker(template: Mapping[str, Any]) -> Callable[[str, dict[str, 
             ref = handler_ref(template, function_id)
             handlers[function_id] = (ref.load(), ref)
         handler, ref = handlers[function_id]
-        context = LocalContext(function_name=function_id, memory_limit_in_mb=ref.memory, timeout_seconds=ref.timeout)
+        context = LocalContext(
+            function_name=function_id, memory_limit_in_mb=ref.memory, timeout_seconds=ref.timeout
+        )
         try:
             result = handler(copy.deepcopy(event), context)
         except Exception as exc:

@@ -107,13 +107,21 @@ def create_stack(
             session.client("s3", region_name=REGION).create_bucket(Bucket=name)
         elif kind == "AWS::SecretsManager::Secret":
             value = props.get("SecretString")
-            value = resolver.resolve(value) if value else _generated_secret(props.get("GenerateSecretString") or {})
-            created = session.client("secretsmanager", region_name=REGION).create_secret(Name=name, SecretString=value)
+            value = (
+                resolver.resolve(value)
+                if value
+                else _generated_secret(props.get("GenerateSecretString") or {})
+            )
+            created = session.client("secretsmanager", region_name=REGION).create_secret(
+                Name=name, SecretString=value
+            )
             resolver.refs[logical_id] = created["ARN"]
             resolver.attributes[(logical_id, "Arn")] = created["ARN"]
         elif kind == "AWS::SSM::Parameter":
             session.client("ssm", region_name=REGION).put_parameter(
-                Name=name, Value=str(resolver.resolve(props.get("Value", ""))), Type=props.get("Type", "String"),
+                Name=name,
+                Value=str(resolver.resolve(props.get("Value", ""))),
+                Type=props.get("Type", "String"),
                 Overwrite=True,
             )
         elif kind == "AWS::Events::EventBus":
@@ -130,8 +138,15 @@ def create_stack(
         attributes = {
             key: (json.dumps(value) if isinstance(value, dict) else str(value))
             for key, value in props.items()
-            if key in {"VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy", "DelaySeconds",
-                       "ReceiveMessageWaitTimeSeconds", "MaximumMessageSize"}
+            if key
+            in {
+                "VisibilityTimeout",
+                "MessageRetentionPeriod",
+                "RedrivePolicy",
+                "DelaySeconds",
+                "ReceiveMessageWaitTimeSeconds",
+                "MaximumMessageSize",
+            }
         }
         if attributes:
             session.client("sqs", region_name=REGION).set_queue_attributes(
@@ -160,5 +175,6 @@ def _create_table(session: Any, definition: TableDefinition, name: str) -> None:
     client.create_table(**definition.create_table_kwargs(name))
     if definition.ttl_attribute:
         client.update_time_to_live(
-            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": definition.ttl_attribute}
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": definition.ttl_attribute},
         )

@@ -21,8 +21,25 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
 _INTRINSICS = ["Ref", "Condition"]
-_FN = ["GetAtt", "Sub", "Join", "Select", "Split", "If", "Equals", "Not", "And", "Or", "FindInMap",
-       "Base64", "GetAZs", "ImportValue", "Cidr", "Length", "ToJsonString"]
+_FN = [
+    "GetAtt",
+    "Sub",
+    "Join",
+    "Select",
+    "Split",
+    "If",
+    "Equals",
+    "Not",
+    "And",
+    "Or",
+    "FindInMap",
+    "Base64",
+    "GetAZs",
+    "ImportValue",
+    "Cidr",
+    "Length",
+    "ToJsonString",
+]
 
 
 class _Loader(yaml.SafeLoader):
@@ -131,7 +148,9 @@ class Resolver:
         return re.sub(r"\$\{([^}]+)\}", replace, text)
 
 
-def parameter_defaults(template: Mapping[str, Any], overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
+def parameter_defaults(
+    template: Mapping[str, Any], overrides: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     values = {name: spec.get("Default") for name, spec in (template.get("Parameters") or {}).items()}
     values.update(overrides or {})
     return values

@@ -24,6 +24,10 @@ class Settings(BaseModel):
     idempotency_ttl_seconds: int = Field(86_400, alias="IDEMPOTENCY_TTL_SECONDS", ge=86_400)
     secrets_cache_seconds: int = Field(300, alias="SECRETS_CACHE_SECONDS", ge=0)
     key_last_used_resolution_seconds: int = Field(3600, alias="KEY_LAST_USED_RESOLUTION_SECONDS", ge=60)
+    # Credits surfaces (issue 3): the alerts bus, and the payment webhook's signing secret.
+    event_bus_name: str | None = Field(None, alias="EVENT_BUS_NAME", min_length=1)
+    payment_webhook_secret: str = Field("tollgate/payment-webhook", alias="PAYMENT_WEBHOOK_SECRET")
+    webhook_tolerance_seconds: int = Field(300, alias="WEBHOOK_TOLERANCE_SECONDS", ge=30, le=3600)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -3,8 +3,10 @@
 The first request with a key claims it (a conditional put); its answer is stored with the
 key, and a repeat with the same body gets that answer again, status and body, without running
 again. A repeat with another body is ``409 idempotency_conflict``; a repeat while the first is
-still running is ``409 idempotency_in_progress`` with ``Retry-After``. An answer of 5xx is not
-kept, so the client can retry. Keys live ``IDEMPOTENCY_TTL_SECONDS`` (24 hours at least).
+still running is ``409 idempotency_in_progress`` with ``Retry-After``. Only successful answers
+are kept: a refused or failed request (4xx/5xx) releases the key, so the client can correct
+the request or retry it with the same key. Keys live ``IDEMPOTENCY_TTL_SECONDS`` (24 hours at
+least).
 
 For operations that move money this guards the HTTP exchange; the ledger also writes its own
 operation item inside the money transaction (so even a crash between the two cannot charge
@@ -111,11 +113,11 @@ def idempotent(
         except BaseException:
             store.abandon(scope, key, outcome.token)
             raise
-        if response.status_code >= 500:
+        if response.status_code >= 400:
             store.abandon(scope, key, outcome.token)
             return response
         body = response.body
-        text = body if isinstance(body, str) else app._serializer(body)  # same bytes the client gets
+        text = body if isinstance(body, str) else app._serializer(body or {})  # what the client gets
         content_type = str(response.headers.get("Content-Type") or "application/json")
         store.complete(scope, key, outcome.token, StoredResponse(response.status_code, text, content_type))
         response.body = text

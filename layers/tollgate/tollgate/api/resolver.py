@@ -86,7 +86,7 @@ def build_resolver() -> APIGatewayRestResolver:
     def _invalid(exc: RequestValidationError) -> Response[str]:
         return _validation_problem(exc, request_id_of(app.current_event.raw_event))
 
-    @app.exception_handler((ClientError, BotoCoreError))  # type: ignore[arg-type]
+    @app.exception_handler([ClientError, BotoCoreError])
     def _aws_failure(exc: Exception) -> Response[str]:
         logger.exception("AWS call failed")
         return problem_response(
@@ -157,7 +157,9 @@ def _precheck(event: dict[str, Any], max_body_bytes: int) -> None:
     event["isBase64Encoded"] = False
 
 
-def handle_api_event(app: APIGatewayRestResolver, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handle_api_event(
+    app: APIGatewayRestResolver, event: dict[str, Any], context: LambdaContext
+) -> dict[str, Any]:
     """Run one API Gateway (REST, proxy) event through ``app``, with the shared pre-checks."""
     request_id = request_id_of(event)
     logger.set_correlation_id(request_id)

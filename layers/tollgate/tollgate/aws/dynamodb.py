@@ -106,32 +106,48 @@ class Write:
         return {self.kind: body}
 
 
-def put(item: Item, condition: str | None = None, names: Mapping[str, str] | None = None,
-        values: Mapping[str, Any] | None = None) -> Write:
+def put(
+    item: Item,
+    condition: str | None = None,
+    names: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> Write:
     return Write("Put", item=item, condition=condition, names=names or {}, values=values or {})
 
 
-def update(key: Item, expression: str, condition: str | None = None, names: Mapping[str, str] | None = None,
-           values: Mapping[str, Any] | None = None) -> Write:
-    return Write("Update", key=key, update=expression, condition=condition, names=names or {},
-                 values=values or {})
+def update(
+    key: Item,
+    expression: str,
+    condition: str | None = None,
+    names: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> Write:
+    return Write(
+        "Update", key=key, update=expression, condition=condition, names=names or {}, values=values or {}
+    )
 
 
-def delete(key: Item, condition: str | None = None, names: Mapping[str, str] | None = None,
-           values: Mapping[str, Any] | None = None) -> Write:
+def delete(
+    key: Item,
+    condition: str | None = None,
+    names: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> Write:
     return Write("Delete", key=key, condition=condition, names=names or {}, values=values or {})
 
 
-def check(key: Item, condition: str, names: Mapping[str, str] | None = None,
-          values: Mapping[str, Any] | None = None) -> Write:
+def check(
+    key: Item, condition: str, names: Mapping[str, str] | None = None, values: Mapping[str, Any] | None = None
+) -> Write:
     return Write("ConditionCheck", key=key, condition=condition, names=names or {}, values=values or {})
 
 
 def _raise_unavailable(exc: ClientError) -> None:
     code = exc.response.get("Error", {}).get("Code", "")
     if code in _RETRYABLE:
-        raise ServiceUnavailable(f"DynamoDB is unavailable ({code}); retry shortly",
-                                 headers={"Retry-After": "1"}) from exc
+        raise ServiceUnavailable(
+            f"DynamoDB is unavailable ({code}); retry shortly", headers={"Retry-After": "1"}
+        ) from exc
 
 
 class DynamoTable:
@@ -149,31 +165,72 @@ class DynamoTable:
 
     def get(self, pk: str, sk: str, *, consistent: bool = True) -> Item | None:
         try:
-            raw = self.client.get_item(TableName=self.name, Key=serialize({"pk": pk, "sk": sk}),
-                                       ConsistentRead=consistent)
+            raw = self.client.get_item(
+                TableName=self.name, Key=serialize({"pk": pk, "sk": sk}), ConsistentRead=consistent
+            )
         except ClientError as exc:
             _raise_unavailable(exc)
             raise
         item = raw.get("Item")
         return deserialize(item) if item else None
 
-    def put(self, item: Item, *, condition: str | None = None, names: Mapping[str, str] | None = None,
-            values: Mapping[str, Any] | None = None) -> None:
+    def put(
+        self,
+        item: Item,
+        *,
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
         self._write("put_item", Item=serialize(item), condition=condition, names=names, values=values)
 
-    def update(self, pk: str, sk: str, expression: str, *, condition: str | None = None,
-               names: Mapping[str, str] | None = None, values: Mapping[str, Any] | None = None) -> Item:
-        raw = self._write("update_item", Key=serialize({"pk": pk, "sk": sk}), UpdateExpression=expression,
-                          ReturnValues="ALL_NEW", condition=condition, names=names, values=values)
+    def update(
+        self,
+        pk: str,
+        sk: str,
+        expression: str,
+        *,
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> Item:
+        raw = self._write(
+            "update_item",
+            Key=serialize({"pk": pk, "sk": sk}),
+            UpdateExpression=expression,
+            ReturnValues="ALL_NEW",
+            condition=condition,
+            names=names,
+            values=values,
+        )
         return deserialize(raw.get("Attributes", {}))
 
-    def delete(self, pk: str, sk: str, *, condition: str | None = None, names: Mapping[str, str] | None = None,
-               values: Mapping[str, Any] | None = None) -> None:
-        self._write("delete_item", Key=serialize({"pk": pk, "sk": sk}), condition=condition, names=names,
-                    values=values)
+    def delete(
+        self,
+        pk: str,
+        sk: str,
+        *,
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._write(
+            "delete_item",
+            Key=serialize({"pk": pk, "sk": sk}),
+            condition=condition,
+            names=names,
+            values=values,
+        )
 
-    def _write(self, operation: str, *, condition: str | None, names: Mapping[str, str] | None,
-               values: Mapping[str, Any] | None, **params: Any) -> dict[str, Any]:
+    def _write(
+        self,
+        operation: str,
+        *,
+        condition: str | None,
+        names: Mapping[str, str] | None,
+        values: Mapping[str, Any] | None,
+        **params: Any,
+    ) -> dict[str, Any]:
         params["TableName"] = self.name
         if condition:
             params["ConditionExpression"] = condition

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 
@@ -69,8 +70,12 @@ class DynamoIdempotencyStore:
                 "SET #token = :new, lock_until = :lock",
                 condition="#status = :inprog AND #token = :old",
                 names={"#token": "token", "#status": "status"},
-                values={":new": token, ":lock": now + lock_seconds, ":inprog": IN_PROGRESS,
-                        ":old": current.get("token", "")},
+                values={
+                    ":new": token,
+                    ":lock": now + lock_seconds,
+                    ":inprog": IN_PROGRESS,
+                    ":old": current.get("token", ""),
+                },
             )
         except ConditionFailed:
             raise IdempotencyInProgress("Retry shortly", headers={"Retry-After": "1"}) from None
@@ -84,15 +89,22 @@ class DynamoIdempotencyStore:
             "REMOVE lock_until",
             condition="#token = :token",
             names={"#status": "status", "#token": "token"},
-            values={":done": COMPLETE, ":st": response.status, ":body": response.body,
-                    ":ct": response.content_type, ":token": token},
+            values={
+                ":done": COMPLETE,
+                ":st": response.status,
+                ":body": response.body,
+                ":ct": response.content_type,
+                ":token": token,
+            },
         )
 
     def abandon(self, scope: str, key: str, token: str) -> None:
-        try:
+        # Another attempt took the key over meanwhile: it is theirs to finish.
+        with contextlib.suppress(ConditionFailed):
             self._table.delete(
-                _pk(scope, key), "IDEMP", condition="#token = :token", names={"#token": "token"},
+                _pk(scope, key),
+                "IDEMP",
+                condition="#token = :token",
+                names={"#token": "token"},
                 values={":token": token},
             )
-        except ConditionFailed:
-            pass

@@ -1,12 +1,13 @@
 """Orgs and API keys in the Tollgate table.
 
 Items (see docs/architecture.md):
-- org:  pk=ORG#<org_id>  sk=ORG
+- org:  pk=ORG#<org_id>  sk=ORG   gsi1pk=ORGS  gsi1sk=<org_id>
 - key:  pk=KEY#<key_id>  sk=KEY   gsi1pk=ORGKEYS#<org_id>  gsi1sk=<created>#<key_id>
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,9 @@ def org_to_item(org: Org) -> dict[str, Any]:
         "created_at": iso(org.created_at),
         "billing_anchor_day": org.billing_anchor_day,
         "settings": json.dumps(org.settings, sort_keys=True),
+        # Every org on one index partition, so scheduled work can list them without a scan.
+        "gsi1pk": "ORGS",
+        "gsi1sk": org.org_id,
     }
 
 
@@ -62,7 +66,7 @@ def key_to_item(record: KeyRecord) -> dict[str, Any]:
         "key_hash": record.key_hash,
         "hint": record.hint,
         "created_at": iso(record.created_at),
-        "expires_at_iso": iso(record.expires_at) if record.expires_at else None,
+        "key_expires_at": iso(record.expires_at) if record.expires_at else None,
         "revoked_at": iso(record.revoked_at) if record.revoked_at else None,
         "last_used_at": iso(record.last_used_at) if record.last_used_at else None,
         "rotated_to": record.rotated_to,
@@ -83,7 +87,7 @@ def key_from_item(item: dict[str, Any]) -> KeyRecord:
         key_hash=item["key_hash"],
         hint=item["hint"],
         created_at=parse_iso(item["created_at"]),
-        expires_at=_maybe_time(item.get("expires_at_iso")),
+        expires_at=_maybe_time(item.get("key_expires_at")),
         revoked_at=_maybe_time(item.get("revoked_at")),
         last_used_at=_maybe_time(item.get("last_used_at")),
         rotated_to=item.get("rotated_to"),
@@ -115,9 +119,7 @@ class DynamoIdentityStore:
         return key_from_item(item) if item else None
 
     def list_keys(self, org_id: str) -> list[KeyRecord]:
-        items = self._table.query_all(
-            "gsi1pk = :pk", values={":pk": f"ORGKEYS#{org_id}"}, index=GSI1
-        )
+        items = self._table.query_all("gsi1pk = :pk", values={":pk": f"ORGKEYS#{org_id}"}, index=GSI1)
         return [key_from_item(i) for i in items]
 
     def revoke_key(self, key_id: str, at: datetime) -> KeyRecord:
@@ -142,7 +144,7 @@ class DynamoIdentityStore:
                     put(key_to_item(new), condition="attribute_not_exists(pk)"),
                     update(
                         {"pk": f"KEY#{old_key_id}", "sk": "KEY"},
-                        "SET expires_at_iso = :exp, rotated_to = :new",
+                        "SET key_expires_at = :exp, rotated_to = :new",
                         condition="attribute_exists(pk) AND attribute_not_exists(revoked_at) "
                         "AND attribute_not_exists(rotated_to)",
                         values={":exp": iso(old_expires_at), ":new": new.key_id},
@@ -153,16 +155,16 @@ class DynamoIdentityStore:
             raise Conflict(f"API key {old_key_id} was revoked or rotated meanwhile") from None
 
     def touch_key(self, key_id: str, at: datetime, stale_before: datetime) -> None:
-        try:
+        # A failed condition means another request recorded a use within the resolution window.
+        with contextlib.suppress(ConditionFailed):
             self._table.update(
                 f"KEY#{key_id}",
                 "KEY",
                 "SET last_used_at = :at",
-                condition="attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :stale)",
+                condition="attribute_exists(pk) AND "
+                "(attribute_not_exists(last_used_at) OR last_used_at < :stale)",
                 values={":at": iso(at), ":stale": iso(stale_before)},
             )
-        except ConditionFailed:
-            pass  # another request recorded a use within the resolution window
 
 
 def admin_key_from_json(text: str | None) -> AdminKey | None:
@@ -175,7 +177,9 @@ def admin_key_from_json(text: str | None) -> AdminKey | None:
         return None
     if not isinstance(data, dict) or not data.get("key_id") or not data.get("key_hash"):
         return None
-    return AdminKey(key_id=str(data["key_id"]), key_hash=str(data["key_hash"]), user=str(data.get("user", "admin")))
+    return AdminKey(
+        key_id=str(data["key_id"]), key_hash=str(data["key_hash"]), user=str(data.get("user", "admin"))
+    )
 
 
 def admin_key_to_json(admin: AdminKey) -> str:

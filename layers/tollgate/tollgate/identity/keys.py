@@ -76,7 +76,7 @@ def parse_key(text: str) -> PlainKey:
     match = _KEY_PATTERN.match(text)
     if match is None:
         raise MalformedKey("not a Tollgate API key")
-    body = text[: -_CHECKSUM_LEN]
+    body = text[:-_CHECKSUM_LEN]
     if not hmac.compare_digest(_checksum(body), match.group(3)):
         raise MalformedKey("API key checksum does not match")
     return PlainKey(value=text, key_id=f"key_{match.group(1)}")

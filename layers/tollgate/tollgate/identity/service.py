@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from tollgate.clock import Clock, SystemClock
-from tollgate.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, FieldError
+from tollgate.errors import FieldError, Forbidden, NotFound, Unauthorized, ValidationFailed
 from tollgate.identity.keys import KeyHasher, MalformedKey, PlainKey, generate_key, is_valid_key_id, parse_key
 from tollgate.identity.models import Caller, KeyRecord, Org, Role
 from tollgate.identity.ports import AdminKey, IdentitySecrets, IdentityStore
@@ -88,7 +88,9 @@ class IdentityService:
             plan = org.plan
         if record.last_used_at is None or record.last_used_at < now - self._last_used_resolution:
             self._store.touch_key(record.key_id, now, now - self._last_used_resolution)
-        return Caller(key_id=record.key_id, user=record.user, role=record.role, org_id=record.org_id, plan=plan)
+        return Caller(
+            key_id=record.key_id, user=record.user, role=record.role, org_id=record.org_id, plan=plan
+        )
 
     # -- organizations -------------------------------------------------------------------
 
