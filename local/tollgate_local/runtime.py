@@ -317,6 +317,8 @@ class LocalRuntime:
         # this module (tests of the HTTP server, say) needs it.
         from moto.server import ThreadedMotoServer
 
+        from tollgate_local.moto_atomic import make_dynamodb_requests_atomic
+
         port = self.config.moto_port or free_port()
         # ThreadedMotoServer waits forever if its thread cannot bind: find out first.
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -324,6 +326,9 @@ class LocalRuntime:
                 probe.bind((HOST, port))
             except OSError as exc:
                 raise OSError(f"moto cannot listen on {HOST}:{port} (TOLLGATE_MOTO_PORT): {exc}") from exc
+        # Function workers call moto from many threads at once; DynamoDB's per-request atomicity,
+        # which the ledger relies on, must hold here as on AWS.
+        make_dynamodb_requests_atomic()
         self.moto = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
         self.moto.start()
 

@@ -7,11 +7,22 @@ from datetime import timedelta
 from functools import cache
 
 from tollgate.aws.dynamodb import DynamoTable
+from tollgate.aws.generation_store import DynamoGenerationStore
 from tollgate.aws.idempotency_store import DynamoIdempotencyStore
 from tollgate.aws.identity_store import DynamoIdentityStore
+from tollgate.aws.metering_store import DynamoMeteringStore
+from tollgate.aws.provider_keys import ParameterProviderKeys
+from tollgate.aws.response_cache import S3ResponseCache
 from tollgate.aws.secrets import ParameterSecrets
+from tollgate.generation.registry import load_models
+from tollgate.generation.security import ContentLimits
+from tollgate.generation.service import GenerationService
 from tollgate.identity.service import IdentityService
+from tollgate.metering.pricing import default_pricing
+from tollgate.metering.service import MeteringService
 from tollgate.plans import load_plans
+from tollgate.providers.catalog import ProviderCatalog, build_providers
+from tollgate.providers.keys import ChainedProviderKeys, EnvProviderKeys, ProviderKeySource
 from tollgate.settings import get_settings
 
 
@@ -44,6 +55,37 @@ def idempotency_store() -> DynamoIdempotencyStore:
     return DynamoIdempotencyStore(table())
 
 
+@cache
+def metering() -> MeteringService:
+    """Limits, quotas and the credit ledger: the API every feature charges through."""
+    return MeteringService(DynamoMeteringStore(table()), default_pricing(), load_plans())
+
+
+@cache
+def providers() -> ProviderCatalog:
+    """Every AI provider: keys from the environment first (local), then Secrets Manager/SSM."""
+    settings = get_settings()
+    sources: list[ProviderKeySource] = [EnvProviderKeys.from_settings(settings)]
+    aws_keys = ParameterProviderKeys.from_settings(settings)
+    if aws_keys is not None:
+        sources.append(aws_keys)
+    return build_providers(settings, ChainedProviderKeys(sources))
+
+
+@cache
+def generation() -> GenerationService:
+    """Chat, completions and embeddings: checked, cached, charged and recorded."""
+    settings = get_settings()
+    return GenerationService(
+        providers(),
+        metering(),
+        DynamoGenerationStore(table(), timedelta(days=settings.usage_log_retention_days)),
+        S3ResponseCache(settings.cache_bucket),
+        load_models(),
+        ContentLimits.from_settings(settings),
+    )
+
+
 def idempotency_ttl() -> int:
     return get_settings().idempotency_ttl_seconds
 
@@ -52,6 +94,15 @@ def reset() -> None:
     """Forget every built service and the settings (tests that change the environment)."""
     from tollgate.aws import clients
 
-    for built in (table, identity_secrets, identity, idempotency_store, get_settings):
+    for built in (
+        table,
+        identity_secrets,
+        identity,
+        idempotency_store,
+        metering,
+        providers,
+        generation,
+        get_settings,
+    ):
         built.cache_clear()
     clients.reset()

@@ -1,0 +1,367 @@
+"""The values the metering API takes and returns.
+
+Money is integers only: credits in units of 1/10,000 credit (``CREDIT_UNITS``), provider
+cost in micro-USD. Timestamps are timezone-aware UTC ``datetime`` values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from tollgate.plans import Kind, LimitSpec, Metric, Scope, Window
+
+CREDIT_UNITS = 10_000  # units per credit: 1 credit = 10,000 units
+MICRO_USD = 1_000_000  # micro-USD per USD
+
+
+class LotKind(StrEnum):
+    """Where a lot of credits came from. Its default priority decides what is spent first."""
+
+    SUBSCRIPTION = "subscription"
+    PROMO = "promo"
+    BONUS = "bonus"
+    GRANT = "grant"
+    PURCHASED = "purchased"
+
+
+class EntryKind(StrEnum):
+    """The kinds of ledger entries (append-only; ``amount`` is signed)."""
+
+    PURCHASE = "purchase"
+    BONUS = "bonus"
+    GRANT = "grant"
+    SUBSCRIPTION_RENEWAL = "subscription_renewal"
+    HOLD = "hold"
+    CAPTURE = "capture"
+    RELEASE = "release"
+    EXPIRY = "expiry"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+
+
+class ReservationStatus(StrEnum):
+    HELD = "held"
+    SETTLED = "settled"
+    RELEASED = "released"
+
+
+class PurchaseStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+class AlertKind(StrEnum):
+    LOW_BALANCE = "low_balance"  # balance fell to or below a share of the last top-up
+    DEPLETED = "depleted"  # balance reached 0
+    EXPIRY = "expiry"  # credits expired
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a call uses, as estimated before the provider call or measured after it.
+
+    ``cost_micro_usd``, when given, is the provider cost as reported (it wins over the price
+    table). ``cache_hit`` marks an answer served from the cache (priced by the cache-hit rule).
+    """
+
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    images: int = 0
+    image_size: str | None = None
+    image_quality: str | None = None
+    cost_micro_usd: int | None = None
+    cache_hit: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a usage costs: the provider cost and the credits the feature's rule asks for."""
+
+    feature: str
+    rule: str  # flat | cost_plus | cache_hit
+    cost_micro_usd: int
+    credits: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class LotDraw:
+    """Credits one ledger move took from (negative) or gave back to (positive) one lot."""
+
+    lot_id: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class CountedUsage:
+    """One counter a reservation counted: its key, the amount counted and when its window ends."""
+
+    counter_key: str
+    metric: Metric
+    amount: int
+    window_end: datetime
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A hold on credits and the limit counters counted for one request or job."""
+
+    reservation_id: str
+    org_id: str
+    user: str
+    feature: str
+    status: ReservationStatus
+    held_credits: int
+    estimate: Charge
+    draws: tuple[LotDraw, ...]
+    counted: tuple[CountedUsage, ...]
+    balance_after: int
+    created_at: datetime
+    settlement: Settlement | None = None
+    release: Release | None = None
+    pricing_rule: dict[str, object] = field(default_factory=dict)  # the feature rule it was priced by
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The outcome of ``settle``: what was charged, what went back, what could not be collected.
+
+    ``charged_credits`` = min(actual, held + balance available at settle time);
+    ``uncollected_credits`` = actual - charged (only when the balance could not cover an actual
+    cost above the estimate; the balance never goes negative).
+    """
+
+    reservation_id: str
+    org_id: str
+    actual: Charge
+    held_credits: int
+    charged_credits: int
+    released_credits: int
+    uncollected_credits: int
+    forfeited_credits: int
+    balance_after: int
+    settled_at: datetime
+
+
+@dataclass(frozen=True)
+class Release:
+    """The outcome of ``release``: what went back to the balance.
+
+    ``forfeited_credits`` are held credits whose lot expired or was refunded meanwhile: they
+    leave again at once (an ``expiry`` or ``refund`` entry), so nothing comes back to life.
+    """
+
+    reservation_id: str
+    org_id: str
+    released_credits: int
+    forfeited_credits: int
+    balance_after: int
+    released_at: datetime
+
+
+@dataclass(frozen=True)
+class LimitStatus:
+    """One applicable limit, as GET /v1/limits shows it."""
+
+    scope: Scope
+    subject: str  # the org id or the user
+    metric: Metric
+    window: Window
+    kind: Kind | None
+    provider: str | None
+    max: int
+    used: int
+    remaining: int
+    window_start: datetime
+    resets_at: datetime
+
+    def describe(self) -> dict[str, object]:
+        """The limit as a JSON-ready dict (the ``limit`` member of a refusal's body)."""
+        return {
+            "scope": self.scope,
+            "subject": self.subject,
+            "metric": self.metric,
+            "window": self.window,
+            "kind": self.kind,
+            "provider": self.provider,
+            "max": self.max,
+            "used": self.used,
+            "remaining": self.remaining,
+            "resets_at": self.resets_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Would this feature be allowed now? ``reason`` is a problem code when not."""
+
+    allowed: bool
+    reason: str | None  # rate_limited | quota_exceeded | insufficient_credits
+    retry_after: int | None  # seconds, when a limit blocks
+    needed_credits: int
+    available_credits: int
+    blocking: LimitStatus | None
+    limits: tuple[LimitStatus, ...]
+
+
+@dataclass(frozen=True)
+class LotView:
+    """An open lot as the balance shows it."""
+
+    lot_id: str
+    kind: LotKind
+    priority: int
+    remaining: int
+    held: int
+    original: int
+    expires_at: datetime | None
+    created_at: datetime
+    reference: str | None
+
+
+@dataclass(frozen=True)
+class Balance:
+    """An org's credits: ``balance`` is spendable now; ``held`` is reserved by requests in flight."""
+
+    org_id: str
+    balance: int
+    held: int
+    lots: tuple[LotView, ...]
+    last_topup: int
+    sequence: int
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One append-only ledger entry. ``amount`` is signed; ``balance_after`` is exact."""
+
+    org_id: str
+    sequence: int
+    kind: EntryKind
+    amount: int
+    balance_after: int
+    lots: tuple[LotDraw, ...]
+    reference: str | None
+    at: datetime
+    note: str | None = None
+    details: dict[str, int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    """A page of ledger entries, newest first, and the cursor of the next page (None at the end)."""
+
+    entries: tuple[LedgerEntry, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    """The outcome of a grant; ``created`` is False when the operation id had been used."""
+
+    lot_id: str
+    entry: LedgerEntry | None
+    created: bool
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """A credit purchase and its lifecycle (pending -> completed | failed; completed -> refunded)."""
+
+    purchase_id: str
+    org_id: str
+    package: str
+    credits: int
+    bonus_credits: int
+    price_micro_usd: int
+    status: PurchaseStatus
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None = None
+    lot_ids: tuple[str, ...] = ()
+    refunded_credits: int = 0
+    external_reference: str | None = None
+
+
+@dataclass(frozen=True)
+class PurchasePage:
+    purchases: tuple[Purchase, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class RenewalResult:
+    """The outcome of a subscription renewal; ``renewed`` is False when the cycle had been renewed."""
+
+    org_id: str
+    cycle_start: datetime
+    cycle_end: datetime
+    renewed: bool
+    lot_id: str | None
+    amount: int
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A balance alert, recorded once per crossing inside the ledger move that crossed."""
+
+    alert_id: str
+    org_id: str
+    kind: AlertKind
+    threshold: int  # the balance threshold in credit units (0 for depleted; the amount for expiry)
+    threshold_percent: int | None  # 20, 10, 0 of the last top-up; None for expiry
+    balance: int  # the balance right after the entry that fired it
+    topup_reference: str | None  # the top-up's ledger sequence (thresholds) or the lot's reference
+    at: datetime
+    published: bool
+    sequence: int  # the ledger entry that fired it
+
+
+@dataclass(frozen=True)
+class StaleSweep:
+    """What ``release_stale`` did."""
+
+    released: tuple[Release, ...]
+    skipped: int
+
+
+__all__ = [
+    "CREDIT_UNITS",
+    "MICRO_USD",
+    "Alert",
+    "AlertKind",
+    "Availability",
+    "Balance",
+    "Charge",
+    "CountedUsage",
+    "EntryKind",
+    "EntryPage",
+    "GrantResult",
+    "Kind",
+    "LedgerEntry",
+    "LimitSpec",
+    "LimitStatus",
+    "LotDraw",
+    "LotKind",
+    "LotView",
+    "Purchase",
+    "PurchasePage",
+    "PurchaseStatus",
+    "Release",
+    "RenewalResult",
+    "Reservation",
+    "ReservationStatus",
+    "Settlement",
+    "StaleSweep",
+    "Usage",
+]

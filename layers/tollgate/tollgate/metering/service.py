@@ -1,0 +1,951 @@
+"""The metering API: the one place where requests are limited and charged.
+
+Every feature calls ``reserve`` before it spends anything, then ``settle`` with the actual
+usage, or ``release`` when the call failed. The credits/limits endpoints, the purchase
+webhook and the scheduler call the ledger methods below.
+
+Amounts: credits in integer units of 1/10,000 credit, provider cost in integer micro-USD.
+
+Every write is one ``MeteringCommit`` built from one snapshot (one read) and written in one
+DynamoDB transaction conditioned on that snapshot. When another writer got there first the
+commit raises ``CommitRaced`` and the step is recomputed from a fresh read, with jittered
+backoff: a refusal is only ever for a real limit or a real shortage, never for contention.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from tollgate.clock import Clock, SystemClock, iso
+from tollgate.errors import (
+    Conflict,
+    InsufficientCredits,
+    InvalidRequest,
+    NotFound,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
+)
+from tollgate.identity.models import Caller
+from tollgate.ids import new_id
+from tollgate.metering.ledger import CaptureOutcome, LedgerPosting
+from tollgate.metering.limits import (
+    ApplicableLimit,
+    all_limits,
+    applicable_limits,
+    merge_limits,
+    usage_amount,
+)
+from tollgate.metering.lots import CreditShortage, LotStatus
+from tollgate.metering.models import (
+    CREDIT_UNITS,
+    Alert,
+    Availability,
+    Balance,
+    CountedUsage,
+    EntryKind,
+    EntryPage,
+    GrantResult,
+    LedgerEntry,
+    LimitStatus,
+    LotKind,
+    LotView,
+    Purchase,
+    PurchasePage,
+    PurchaseStatus,
+    Release,
+    RenewalResult,
+    Reservation,
+    ReservationStatus,
+    Settlement,
+    StaleSweep,
+    Usage,
+)
+from tollgate.metering.ports import (
+    AccountChange,
+    CommitRaced,
+    CounterChange,
+    LimitReached,
+    MeteringCommit,
+    MeteringSnapshot,
+    MeteringStore,
+    OperationDone,
+    OperationMarker,
+    OrgProfile,
+    PurchaseExists,
+    PurchaseTransition,
+    ReservationExists,
+    ReservationTransition,
+)
+from tollgate.metering.pricing import FeatureRule, Pricing
+from tollgate.metering.windows import add_months, billing_cycle
+from tollgate.plans import Kind, LimitSpec, Plan, PlanCatalog
+
+T = TypeVar("T")
+
+COUNTER_GRACE = timedelta(days=1)  # a counter item lives this long after its window ends (TTL)
+MAX_ID_LENGTH = 200
+MAX_PAGE = 200
+DEFAULT_PLAN = "free"
+
+
+def _check_id(value: str, what: str) -> None:
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidRequest(f"Invalid {what}: 1 to {MAX_ID_LENGTH} printable characters")
+
+
+def _encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, prefix: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("Invalid cursor") from None
+    if not text.startswith(prefix):
+        raise InvalidRequest("Invalid cursor")
+    return text[len(prefix) :]
+
+
+def _check_page_size(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
+
+
+class MeteringService:
+    """Limits, quotas and the credit ledger of every org, over a ``MeteringStore``."""
+
+    def __init__(
+        self,
+        store: MeteringStore,
+        pricing: Pricing,
+        plans: PlanCatalog,
+        clock: Clock | None = None,
+        *,
+        purchase_validity_months: int = 6,
+        max_attempts: int = 100,
+        backoff_base: float = 0.01,
+        backoff_cap: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._pricing = pricing
+        self._plans = plans
+        self._clock = clock or SystemClock()
+        self._purchase_validity_months = purchase_validity_months
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._random = random.Random()  # noqa: S311 - jitter, not a secret
+        self.raced = 0  # commits that lost a race and were recomputed (for benchmarks)
+
+    @property
+    def pricing(self) -> Pricing:
+        return self._pricing
+
+    # -- the request path ------------------------------------------------------------------
+
+    def reserve(
+        self, caller: Caller, feature: str | FeatureRule, estimate: Usage, reservation_id: str
+    ) -> Reservation:
+        """Count the request in every applicable limit and hold its estimated credits, atomically.
+
+        One DynamoDB transaction: every limit counter (with its bound as a condition), the
+        account and its lots, a ``hold`` ledger entry and the reservation item (written only if
+        absent). The same ``reservation_id`` twice acts once and returns the first reservation.
+
+        Raises ``RateLimited`` (a requests limit) or ``QuotaExceeded`` (a tokens or cost limit),
+        both 429 with ``Retry-After`` and ``RateLimit-*`` headers and ``extra={"limit": ...}``;
+        ``InsufficientCredits`` (402) with ``extra={"needed": units, "available": units}``.
+        Nothing is counted or held when it refuses.
+        """
+        org_id = self._org_of(caller)
+        _check_id(reservation_id, "reservation id")
+        rule = self._pricing.features.resolve(feature)
+        charge = self._pricing.charge(rule, estimate)
+
+        def attempt() -> Reservation:
+            now = self._clock.now()
+            snapshot = self._store.load(org_id, reservation_id=reservation_id)
+            if snapshot.reservation is not None:
+                return snapshot.reservation
+            limits = self._request_limits(snapshot.profile, caller, rule.kind, estimate.provider, now)
+            counted: list[CountedUsage] = []
+            changes: list[CounterChange] = []
+            for limit in limits:
+                amount = usage_amount(limit.spec.metric, charge)
+                if amount > limit.spec.max:
+                    used = self._store.counters(org_id, [limit.counter_key]).get(limit.counter_key, 0)
+                    raise self._limit_refusal([limit], {limit.counter_key: used}, now, too_big=True)
+                counted.append(CountedUsage(limit.counter_key, limit.spec.metric, amount, limit.window.end))
+                if amount:
+                    changes.append(
+                        CounterChange(
+                            limit.counter_key, amount, limit.spec.max, limit.window.end + COUNTER_GRACE
+                        )
+                    )
+            posting = LedgerPosting(snapshot.account, now)
+            posting.expire_due()
+            try:
+                draws = posting.hold(charge.credits, reservation_id)
+            except CreditShortage as short:
+                raise self._shortage(short.needed, short.available) from None
+            reservation = Reservation(
+                reservation_id=reservation_id,
+                org_id=org_id,
+                user=caller.user,
+                feature=rule.name,
+                status=ReservationStatus.HELD,
+                held_credits=charge.credits,
+                estimate=charge,
+                draws=draws,
+                counted=tuple(counted),
+                balance_after=posting.balance,
+                created_at=now,
+                pricing_rule=rule.model_dump(mode="json"),
+            )
+            try:
+                self._store.commit(
+                    MeteringCommit(
+                        org_id,
+                        account=self._account_change(posting),
+                        entries=posting.entries,
+                        alerts=posting.alerts,
+                        counters=changes,
+                        new_reservation=reservation,
+                    )
+                )
+            except ReservationExists as replay:
+                return replay.existing
+            except LimitReached as reached:
+                raise self._limit_refusal(limits, reached.used, now) from None
+            return reservation
+
+        return self._retrying(attempt)
+
+    def settle(self, org_id: str, reservation_id: str, actual: Usage) -> Settlement:
+        """Charge the actual usage of a held reservation and give the rest back.
+
+        The actual credits come from the feature's pricing rule. When they exceed the hold, the
+        extra is taken from the balance as far as it goes (never below zero) and the remainder
+        is reported as ``uncollected_credits``. Token and cost counters are moved to the actual
+        figures. Idempotent: settling twice returns the first settlement. ``Conflict`` if the
+        reservation was released; ``NotFound`` if there is no such reservation in this org.
+        """
+        _check_id(reservation_id, "reservation id")
+
+        def attempt() -> Settlement:
+            now = self._clock.now()
+            snapshot = self._store.load(org_id, reservation_id=reservation_id)
+            held = self._existing(snapshot, org_id, reservation_id)
+            if held.status is ReservationStatus.SETTLED and held.settlement is not None:
+                return held.settlement  # settled before: act once
+            self._require_held(held)
+            rule = FeatureRule.model_validate(held.pricing_rule) if held.pricing_rule else held.feature
+            charge = self._pricing.charge(rule, actual)
+            posting = LedgerPosting(snapshot.account, now)
+            posting.expire_due()
+            outcome = (
+                posting.capture(held.draws, charge.credits, reservation_id)
+                if held.held_credits or charge.credits
+                else CaptureOutcome(0, 0, 0, 0)
+            )
+            counters = [
+                CounterChange(c.counter_key, delta, None, c.window_end + COUNTER_GRACE)
+                for c in held.counted
+                if c.metric != "requests"
+                and c.window_end > now
+                and (delta := usage_amount(c.metric, charge) - c.amount) != 0
+            ]
+            settlement = Settlement(
+                reservation_id=reservation_id,
+                org_id=org_id,
+                actual=charge,
+                held_credits=held.held_credits,
+                charged_credits=outcome.charged,
+                released_credits=outcome.released,
+                uncollected_credits=outcome.uncollected,
+                forfeited_credits=outcome.forfeited,
+                balance_after=posting.balance,
+                settled_at=now,
+            )
+            self._store.commit(
+                MeteringCommit(
+                    org_id,
+                    account=self._account_change(posting),
+                    entries=posting.entries,
+                    alerts=posting.alerts,
+                    counters=counters,
+                    reservation=ReservationTransition(
+                        replace(held, status=ReservationStatus.SETTLED, settlement=settlement),
+                        ReservationStatus.HELD,
+                    ),
+                )
+            )
+            return settlement
+
+        return self._retrying(attempt)
+
+    def release(self, org_id: str, reservation_id: str) -> Release:
+        """Give back everything a held reservation holds and un-count what it counted.
+
+        Idempotent: releasing twice returns the first release. ``Conflict`` if it was settled;
+        ``NotFound`` if there is no such reservation in this org.
+        """
+        _check_id(reservation_id, "reservation id")
+
+        def attempt() -> Release:
+            now = self._clock.now()
+            snapshot = self._store.load(org_id, reservation_id=reservation_id)
+            held = self._existing(snapshot, org_id, reservation_id)
+            if held.status is ReservationStatus.RELEASED and held.release is not None:
+                return held.release  # released before: act once
+            self._require_held(held)
+            posting = LedgerPosting(snapshot.account, now)
+            posting.expire_due()
+            outcome = posting.release(held.draws, reservation_id)
+            counters = [
+                CounterChange(c.counter_key, -c.amount, None, c.window_end + COUNTER_GRACE)
+                for c in held.counted
+                if c.amount and c.window_end > now
+            ]
+            released = Release(
+                reservation_id=reservation_id,
+                org_id=org_id,
+                released_credits=outcome.released,
+                forfeited_credits=outcome.forfeited,
+                balance_after=posting.balance,
+                released_at=now,
+            )
+            self._store.commit(
+                MeteringCommit(
+                    org_id,
+                    account=self._account_change(posting),
+                    entries=posting.entries,
+                    alerts=posting.alerts,
+                    counters=counters,
+                    reservation=ReservationTransition(
+                        replace(held, status=ReservationStatus.RELEASED, release=released),
+                        ReservationStatus.HELD,
+                    ),
+                )
+            )
+            return released
+
+        return self._retrying(attempt)
+
+    def release_stale(self, org_id: str, older_than: datetime) -> StaleSweep:
+        """Release every reservation of the org still held and created before ``older_than``
+        (for the scheduler: a Lambda that died between reserve and settle)."""
+        released = []
+        skipped = 0
+        for reservation_id in self._store.held_reservations(org_id, older_than):
+            try:
+                released.append(self.release(org_id, reservation_id))
+            except Conflict:
+                skipped += 1  # settled meanwhile
+        return StaleSweep(tuple(released), skipped)
+
+    def reservation(self, org_id: str, reservation_id: str) -> Reservation:
+        """One reservation of this org; ``NotFound`` otherwise."""
+        _check_id(reservation_id, "reservation id")
+        found = self._store.load(org_id, reservation_id=reservation_id).reservation
+        if found is None:
+            raise NotFound(f"No reservation {reservation_id!r}")
+        return found
+
+    # -- read-only checks ------------------------------------------------------------------
+
+    def availability(self, caller: Caller, feature: str | FeatureRule, estimate: Usage) -> Availability:
+        """Would ``reserve`` accept this now? Reads only; counts and holds nothing."""
+        org_id = self._org_of(caller)
+        rule = self._pricing.features.resolve(feature)
+        charge = self._pricing.charge(rule, estimate)
+        now = self._clock.now()
+        snapshot = self._store.load(org_id)
+        limits = self._request_limits(snapshot.profile, caller, rule.kind, estimate.provider, now)
+        used = self._store.counters(org_id, [limit.counter_key for limit in limits])
+        statuses = tuple(self._status(limit, used.get(limit.counter_key, 0)) for limit in limits)
+        blocked = [
+            limit
+            for limit in limits
+            if (amount := usage_amount(limit.spec.metric, charge))
+            and used.get(limit.counter_key, 0) + amount > limit.spec.max
+        ]
+        available = snapshot.account.spendable(now)
+        if blocked:
+            blocking = self._blocking(blocked)
+            status = self._status(blocking, used.get(blocking.counter_key, 0))
+            return Availability(
+                False,
+                blocking.refusal_code,
+                blocking.window.seconds_until_end(now),
+                charge.credits,
+                available,
+                status,
+                statuses,
+            )
+        if charge.credits > available:
+            return Availability(
+                False, "insufficient_credits", None, charge.credits, available, None, statuses
+            )
+        return Availability(True, None, None, charge.credits, available, None, statuses)
+
+    def limits_status(self, caller: Caller) -> list[LimitStatus]:
+        """Every limit that applies to the caller (plan + org overrides), with used and reset time."""
+        org_id = self._org_of(caller)
+        now = self._clock.now()
+        profile = self._store.load(org_id).profile
+        limits = all_limits(
+            self._limit_specs(profile, caller.plan),
+            org_id=org_id,
+            user=caller.user,
+            at=now,
+            anchor_day=profile.billing_anchor_day,
+        )
+        used = self._store.counters(org_id, [limit.counter_key for limit in limits])
+        return [self._status(limit, used.get(limit.counter_key, 0)) for limit in limits]
+
+    def applicable_limits(self, org_id: str, plan: str) -> list[LimitSpec]:
+        """The org's limits: its plan's, with its overrides applied."""
+        return self._limit_specs(self._store.load(org_id).profile, plan)
+
+    def set_limit_overrides(self, org_id: str, overrides: Sequence[LimitSpec]) -> None:
+        """Replace the org's limit overrides. A limit with the same (scope, metric, window, kind,
+        provider) as a plan limit replaces it; any other is added."""
+        identities = [spec.identity for spec in overrides]
+        if len(set(identities)) != len(identities):
+            raise InvalidRequest("Two overrides for the same limit")
+        self._store.save_limit_overrides(org_id, list(overrides))
+
+    # -- the ledger ------------------------------------------------------------------------
+
+    def balance(self, org_id: str) -> Balance:
+        """The org's spendable balance, what is held, and its open lots. Lots past their expiry
+        are expired first (the balance never shows credits that cannot be spent)."""
+        now = self._clock.now()
+        account = self._store.load(org_id).account
+        if any(lot.is_due(now) and lot.status is LotStatus.OPEN for lot in account.lots):
+            self.expire_lots(org_id, now)
+            account = self._store.load(org_id).account
+        lots = tuple(
+            LotView(
+                lot_id=lot.lot_id,
+                kind=lot.kind,
+                priority=lot.priority,
+                remaining=lot.remaining,
+                held=lot.held,
+                original=lot.original,
+                expires_at=lot.expires_at,
+                created_at=lot.created_at,
+                reference=lot.reference,
+            )
+            for lot in sorted(account.lots, key=lambda lot: lot.spending_key())
+            if lot.status is LotStatus.OPEN
+        )
+        return Balance(org_id, account.balance, account.held, lots, account.last_topup, account.sequence)
+
+    def transactions(self, org_id: str, cursor: str | None = None, limit: int = 50) -> EntryPage:
+        """Ledger entries, newest first; pass ``next_cursor`` back for the next page.
+        ``InvalidRequest`` for a malformed cursor."""
+        _check_page_size(limit)
+        before: int | None = None
+        if cursor is not None:
+            text = _decode_cursor(cursor, "entries:")
+            if not text.isdigit():
+                raise InvalidRequest("Invalid cursor")
+            before = int(text)
+        entries = self._store.entries(org_id, before, limit + 1)
+        page = entries[:limit]
+        next_cursor = _encode_cursor(f"entries:{page[-1].sequence}") if len(entries) > limit else None
+        return EntryPage(tuple(page), next_cursor)
+
+    def grant(
+        self,
+        org_id: str,
+        amount: int,
+        kind: LotKind = LotKind.GRANT,
+        expires_at: datetime | None = None,
+        operation_id: str | None = None,
+        note: str | None = None,
+    ) -> GrantResult:
+        """Give the org a lot of ``amount`` credit units (kind grant, promo or bonus).
+
+        Idempotent by ``operation_id`` (an OP item written in the same transaction): the same
+        id twice grants once; the second call returns ``created=False``.
+        """
+        if amount <= 0:
+            raise InvalidRequest("A grant must be a positive number of credits")
+        if kind not in (LotKind.GRANT, LotKind.PROMO, LotKind.BONUS):
+            raise InvalidRequest("A grant is of kind grant, promo or bonus")
+        operation = f"grant:{operation_id or new_id('op')}"
+        _check_id(operation, "operation id")
+        entry_kind = EntryKind.BONUS if kind is LotKind.BONUS else EntryKind.GRANT
+
+        def attempt() -> GrantResult:
+            now = self._clock.now()
+            if expires_at is not None and expires_at <= now:
+                raise InvalidRequest("A grant must expire in the future")
+            snapshot = self._store.load(org_id, operation_id=operation)
+            if snapshot.operation is not None:
+                return GrantResult(str(snapshot.operation["lot_id"]), None, created=False)
+            posting = LedgerPosting(snapshot.account, now)
+            posting.expire_due()
+            lot = posting.add_lot(
+                kind, amount, entry_kind, reference=operation_id, expires_at=expires_at, note=note
+            )
+            entry = posting.entries[-1]
+            try:
+                self._store.commit(
+                    MeteringCommit(
+                        org_id,
+                        account=self._account_change(posting),
+                        entries=posting.entries,
+                        alerts=posting.alerts,
+                        operation=OperationMarker(
+                            operation, {"lot_id": lot.lot_id, "sequence": entry.sequence}
+                        ),
+                    )
+                )
+            except OperationDone as done:
+                return GrantResult(str(done.result["lot_id"]), None, created=False)
+            return GrantResult(lot.lot_id, entry, created=True)
+
+        return self._retrying(attempt)
+
+    def create_purchase(
+        self,
+        org_id: str,
+        purchase_id: str,
+        package: str,
+        credits: int,
+        bonus_credits: int,
+        price_micro_usd: int,
+        created_by: str | None = None,
+    ) -> Purchase:
+        """Record a pending purchase of a package (the caller reads packages from its data file).
+        The same ``purchase_id`` twice returns the first purchase."""
+        _check_id(purchase_id, "purchase id")
+        if credits <= 0 or bonus_credits < 0 or price_micro_usd < 0:
+            raise InvalidRequest("A purchase needs positive credits, and no negative bonus or price")
+        now = self._clock.now()
+        purchase = Purchase(
+            purchase_id=purchase_id,
+            org_id=org_id,
+            package=package,
+            credits=credits,
+            bonus_credits=bonus_credits,
+            price_micro_usd=price_micro_usd,
+            status=PurchaseStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            created_by=created_by,
+        )
+        try:
+            self._store.commit(MeteringCommit(org_id, new_purchase=purchase))
+        except PurchaseExists as exists:
+            return exists.existing
+        return purchase
+
+    def purchase(self, org_id: str, purchase_id: str) -> Purchase:
+        """One purchase of this org; ``NotFound`` otherwise (also for another org's purchase)."""
+        _check_id(purchase_id, "purchase id")
+        found = self._store.load(org_id, purchase_id=purchase_id).purchase
+        if found is None:
+            raise NotFound(f"No purchase {purchase_id!r}")
+        return found
+
+    def purchases(self, org_id: str, cursor: str | None = None, limit: int = 50) -> PurchasePage:
+        """The org's purchases, newest first."""
+        _check_page_size(limit)
+        position = _decode_cursor(cursor, "purchases:") if cursor is not None else None
+        found, last = self._store.purchases(org_id, position, limit)
+        return PurchasePage(tuple(found), _encode_cursor(f"purchases:{last}") if last else None)
+
+    def complete_purchase(
+        self, org_id: str, purchase_id: str, external_reference: str | None = None
+    ) -> Purchase:
+        """pending -> completed: the purchased and bonus credits arrive as two lots, once.
+
+        Completing a completed purchase returns it unchanged (webhook retries); ``Conflict``
+        from failed or refunded; ``NotFound`` if absent.
+        """
+
+        def move(purchase: Purchase, posting: LedgerPosting) -> Purchase:
+            expires = add_months(posting.at, self._purchase_validity_months)
+            lots = [
+                posting.add_lot(
+                    LotKind.PURCHASED,
+                    purchase.credits,
+                    EntryKind.PURCHASE,
+                    reference=purchase_id,
+                    expires_at=expires,
+                ).lot_id
+            ]
+            if purchase.bonus_credits:
+                lots.append(
+                    posting.add_lot(
+                        LotKind.BONUS,
+                        purchase.bonus_credits,
+                        EntryKind.BONUS,
+                        reference=purchase_id,
+                        expires_at=expires,
+                    ).lot_id
+                )
+            return replace(
+                purchase,
+                status=PurchaseStatus.COMPLETED,
+                updated_at=posting.at,
+                lot_ids=tuple(lots),
+                external_reference=external_reference or purchase.external_reference,
+            )
+
+        return self._transition_purchase(
+            org_id, purchase_id, PurchaseStatus.PENDING, PurchaseStatus.COMPLETED, move
+        )
+
+    def fail_purchase(self, org_id: str, purchase_id: str, external_reference: str | None = None) -> Purchase:
+        """pending -> failed (no credits). Failing a failed purchase returns it; ``Conflict`` otherwise."""
+
+        def move(purchase: Purchase, posting: LedgerPosting) -> Purchase:
+            return replace(
+                purchase,
+                status=PurchaseStatus.FAILED,
+                updated_at=posting.at,
+                external_reference=external_reference or purchase.external_reference,
+            )
+
+        return self._transition_purchase(
+            org_id, purchase_id, PurchaseStatus.PENDING, PurchaseStatus.FAILED, move
+        )
+
+    def refund_purchase(
+        self, org_id: str, purchase_id: str, external_reference: str | None = None
+    ) -> Purchase:
+        """completed -> refunded: the unspent credits of this purchase's lots leave, once.
+
+        Credits already spent stay spent; credits held by requests in flight are forfeited
+        when those requests release them. Refunding a refunded purchase returns it;
+        ``Conflict`` from pending or failed.
+        """
+
+        def move(purchase: Purchase, posting: LedgerPosting) -> Purchase:
+            taken = posting.refund_lots(purchase.lot_ids, purchase_id)
+            return replace(
+                purchase,
+                status=PurchaseStatus.REFUNDED,
+                updated_at=posting.at,
+                refunded_credits=taken,
+                external_reference=external_reference or purchase.external_reference,
+            )
+
+        return self._transition_purchase(
+            org_id, purchase_id, PurchaseStatus.COMPLETED, PurchaseStatus.REFUNDED, move
+        )
+
+    def renew_subscription(
+        self, org_id: str, cycle_start: datetime, amount: int | None = None
+    ) -> RenewalResult:
+        """Start the subscription cycle beginning at ``cycle_start``: a subscription lot of
+        ``amount`` (default: the plan's monthly credits) expiring at the cycle's end; what is
+        left of the previous cycle's lot expires. Once per cycle (safe to run twice or late)."""
+        if amount is not None and amount < 0:
+            raise InvalidRequest("A renewal amount cannot be negative")
+        operation = f"renewal:{iso(cycle_start)}"
+
+        def attempt() -> RenewalResult:
+            now = self._clock.now()
+            snapshot = self._store.load(org_id, operation_id=operation)
+            start, end = billing_cycle(cycle_start, snapshot.profile.billing_anchor_day)
+            if start != cycle_start:
+                raise InvalidRequest(
+                    f"{iso(cycle_start)} is not a cycle start of this org (next: {iso(end)})"
+                )
+            if snapshot.operation is not None:
+                done = snapshot.operation
+                lot_id = str(done["lot_id"]) or None
+                return RenewalResult(org_id, start, end, False, lot_id, int(done["amount"]))
+            credits = amount if amount is not None else self._plan(snapshot.profile.plan).monthly_credits
+            if end <= now:
+                return RenewalResult(org_id, start, end, False, None, 0)  # that cycle is over already
+            posting = LedgerPosting(snapshot.account, max(now, start))
+            posting.expire_due()
+            lot_id = ""
+            if credits:
+                lot_id = posting.add_lot(
+                    LotKind.SUBSCRIPTION,
+                    credits,
+                    EntryKind.SUBSCRIPTION_RENEWAL,
+                    reference=operation,
+                    expires_at=end,
+                ).lot_id
+            try:
+                self._store.commit(
+                    MeteringCommit(
+                        org_id,
+                        account=self._account_change(posting),
+                        entries=posting.entries,
+                        alerts=posting.alerts,
+                        operation=OperationMarker(operation, {"lot_id": lot_id, "amount": credits}),
+                    )
+                )
+            except OperationDone as done:
+                return RenewalResult(
+                    org_id, start, end, False, str(done.result["lot_id"]) or None, int(done.result["amount"])
+                )
+            return RenewalResult(org_id, start, end, True, lot_id or None, credits)
+
+        return self._retrying(attempt)
+
+    def current_cycle(self, org_id: str, at: datetime | None = None) -> tuple[datetime, datetime]:
+        """The billing cycle containing ``at`` (default now), from the org's billing anchor day."""
+        profile = self._store.load(org_id).profile
+        return billing_cycle(at or self._clock.now(), profile.billing_anchor_day)
+
+    def expire_lots(self, org_id: str, now: datetime | None = None) -> list[LedgerEntry]:
+        """Expire every lot past its expiry that still has credits; records expiry alerts."""
+
+        def attempt() -> list[LedgerEntry]:
+            at = now or self._clock.now()
+            posting = LedgerPosting(self._store.load(org_id).account, at)
+            expired = posting.expire_due()
+            if posting.changed:
+                self._store.commit(
+                    MeteringCommit(
+                        org_id,
+                        account=self._account_change(posting),
+                        entries=posting.entries,
+                        alerts=posting.alerts,
+                    )
+                )
+            return expired
+
+        return self._retrying(attempt)
+
+    def adjust(self, org_id: str, amount: int, operation_id: str, note: str) -> LedgerEntry | None:
+        """An operator correction: a positive amount adds a grant lot, a negative one takes
+        credits in spending order (never below zero). Idempotent by ``operation_id``."""
+        if amount == 0:
+            raise InvalidRequest("An adjustment cannot be zero")
+        operation = f"adjust:{operation_id}"
+        _check_id(operation, "operation id")
+
+        def attempt() -> LedgerEntry | None:
+            snapshot = self._store.load(org_id, operation_id=operation)
+            if snapshot.operation is not None:
+                return None
+            posting = LedgerPosting(snapshot.account, self._clock.now())
+            posting.expire_due()
+            if amount > 0:
+                posting.add_lot(
+                    LotKind.GRANT,
+                    amount,
+                    EntryKind.ADJUSTMENT,
+                    reference=operation_id,
+                    expires_at=None,
+                    note=note,
+                )
+            elif posting.take(-amount, EntryKind.ADJUSTMENT, operation_id, note) == 0:
+                return None
+            entry = posting.entries[-1]
+            try:
+                self._store.commit(
+                    MeteringCommit(
+                        org_id,
+                        account=self._account_change(posting),
+                        entries=posting.entries,
+                        alerts=posting.alerts,
+                        operation=OperationMarker(operation, {"sequence": entry.sequence}),
+                    )
+                )
+            except OperationDone:
+                return None
+            return entry
+
+        return self._retrying(attempt)
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    def alerts(self, org_id: str, limit: int = 50) -> list[Alert]:
+        """The org's alerts, newest first."""
+        _check_page_size(limit)
+        return self._store.alerts(org_id, limit)
+
+    def unpublished_alerts(self, limit: int = 100) -> list[Alert]:
+        """Alerts of every org not yet published (for the publisher), oldest first."""
+        _check_page_size(limit)
+        return self._store.unpublished_alerts(limit)
+
+    def mark_alert_published(self, org_id: str, alert_id: str) -> None:
+        """Record that an alert was published (idempotent)."""
+        self._store.mark_alert_published(org_id, alert_id)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it is not raced, with full-jitter exponential backoff."""
+        for tries in range(self._max_attempts):
+            try:
+                return attempt()
+            except CommitRaced:
+                self.raced += 1
+                ceiling = min(self._backoff_cap, self._backoff_base * (2 ** min(tries, 16)))
+                self._sleep(self._random.uniform(0, ceiling))
+        raise ServiceUnavailable(
+            "The ledger is too busy right now; retry shortly", headers={"Retry-After": "1"}
+        )
+
+    @staticmethod
+    def _org_of(caller: Caller) -> str:
+        if caller.org_id is None:
+            raise InvalidRequest("The platform admin key has no organization to meter")
+        return caller.org_id
+
+    def _plan(self, name: str | None) -> Plan:
+        try:
+            return self._plans.get(name or DEFAULT_PLAN)
+        except KeyError:
+            return self._plans.get(DEFAULT_PLAN)
+
+    def _limit_specs(self, profile: OrgProfile, caller_plan: str | None) -> list[LimitSpec]:
+        plan = self._plan(profile.plan or caller_plan)
+        return merge_limits(plan.limits, profile.limit_overrides)
+
+    def _request_limits(
+        self, profile: OrgProfile, caller: Caller, kind: Kind | None, provider: str | None, at: datetime
+    ) -> list[ApplicableLimit]:
+        assert caller.org_id is not None
+        return applicable_limits(
+            self._limit_specs(profile, caller.plan),
+            org_id=caller.org_id,
+            user=caller.user,
+            kind=kind,
+            provider=provider,
+            at=at,
+            anchor_day=profile.billing_anchor_day,
+        )
+
+    @staticmethod
+    def _account_change(posting: LedgerPosting) -> AccountChange | None:
+        if not posting.changed:
+            return None
+        return AccountChange(posting.before, posting.result(), posting.lot_guards())
+
+    @staticmethod
+    def _status(limit: ApplicableLimit, used: int) -> LimitStatus:
+        spec = limit.spec
+        return LimitStatus(
+            scope=spec.scope,
+            subject=limit.subject,
+            metric=spec.metric,
+            window=spec.window,
+            kind=spec.kind,
+            provider=spec.provider,
+            max=spec.max,
+            used=used,
+            remaining=max(0, spec.max - used),
+            window_start=limit.window.start,
+            resets_at=limit.window.end,
+        )
+
+    @staticmethod
+    def _blocking(limits: Sequence[ApplicableLimit]) -> ApplicableLimit:
+        """Of several full limits, the one that frees last (the request waits for all of them)."""
+        return max(limits, key=lambda limit: (limit.window.end, limit.spec.metric == "requests"))
+
+    def _limit_refusal(
+        self, limits: Sequence[ApplicableLimit], used: dict[str, int], now: datetime, *, too_big: bool = False
+    ) -> RateLimited | QuotaExceeded:
+        full = [limit for limit in limits if limit.counter_key in used]
+        blocking = self._blocking(full)
+        status = self._status(blocking, used[blocking.counter_key])
+        retry_after = blocking.window.seconds_until_end(now)
+        spec = blocking.spec
+        narrowed = "".join(
+            f" for {part}" for part in (spec.kind, spec.provider and f"provider {spec.provider}") if part
+        )
+        named = f"{spec.scope} limit of {spec.max} {spec.metric} per {spec.window}{narrowed}"
+        detail = (
+            f"This request alone exceeds the {named}"
+            if too_big
+            else f"The {named} is reached; it resets at {iso(blocking.window.end)}"
+        )
+        error_class = RateLimited if spec.metric == "requests" else QuotaExceeded
+        return error_class(
+            detail,
+            extra={"limit": status.describe(), "retry_after": retry_after},
+            headers={
+                "Retry-After": str(retry_after),
+                "RateLimit-Limit": str(spec.max),
+                "RateLimit-Remaining": str(status.remaining),
+                "RateLimit-Reset": str(retry_after),
+            },
+        )
+
+    @staticmethod
+    def _shortage(needed: int, available: int) -> InsufficientCredits:
+        return InsufficientCredits(
+            f"This needs {needed / CREDIT_UNITS:.4f} credits; {available / CREDIT_UNITS:.4f} are available",
+            extra={"needed": needed, "available": available, "units_per_credit": CREDIT_UNITS},
+        )
+
+    @staticmethod
+    def _existing(snapshot: MeteringSnapshot, org_id: str, reservation_id: str) -> Reservation:
+        found = snapshot.reservation
+        if found is None or found.org_id != org_id:
+            raise NotFound(f"No reservation {reservation_id!r}")
+        return found
+
+    @staticmethod
+    def _require_held(reservation: Reservation) -> None:
+        if reservation.status is not ReservationStatus.HELD:
+            raise Conflict(f"Reservation {reservation.reservation_id} is already {reservation.status.value}")
+
+    def _transition_purchase(
+        self,
+        org_id: str,
+        purchase_id: str,
+        source: PurchaseStatus,
+        target: PurchaseStatus,
+        move: Callable[[Purchase, LedgerPosting], Purchase],
+    ) -> Purchase:
+        _check_id(purchase_id, "purchase id")
+
+        def attempt() -> Purchase:
+            snapshot = self._store.load(org_id, purchase_id=purchase_id)
+            purchase = snapshot.purchase
+            if purchase is None:
+                raise NotFound(f"No purchase {purchase_id!r}")
+            if purchase.status is target:
+                return purchase  # done before (a webhook retry): act once
+            if purchase.status is not source:
+                raise Conflict(
+                    f"Purchase {purchase_id} is {purchase.status.value}; it cannot become {target.value}"
+                )
+            posting = LedgerPosting(snapshot.account, self._clock.now())
+            posting.expire_due()
+            after = move(purchase, posting)
+            self._store.commit(
+                MeteringCommit(
+                    org_id,
+                    account=self._account_change(posting),
+                    entries=posting.entries,
+                    alerts=posting.alerts,
+                    purchase=PurchaseTransition(after, source),
+                )
+            )
+            return after
+
+        return self._retrying(attempt)
+
+
+__all__ = ["MeteringService"]
