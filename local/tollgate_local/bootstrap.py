@@ -129,14 +129,20 @@ def ensure_demo_org(
 
 
 def seed_demo_credits(
-    session: Any, stack: CreatedStack, org_id: str, credits: int = DEMO_PROMO_CREDITS
+    client: httpx.Client, admin_key: str, org_id: str, credits: int = DEMO_PROMO_CREDITS
 ) -> None:
-    """Grant the demo org its promo credits (S10: 100).
+    """Grant the demo org its promo credits (S10: 100) through the credits API.
 
-    A no-op for now: the credit ledger does not exist yet. The metering core
-    (``tollgate.metering``) wires it here, as a promo grant with a fixed reference so that a
-    second start grants nothing twice.
+    The grant carries a fixed ``Idempotency-Key`` per org, which the ledger turns into its own
+    operation id: a second start against the same moto grants nothing twice.
     """
+    response = client.post(
+        f"/v1/orgs/{org_id}/credits/grants",
+        json={"amount": credits, "kind": "promo", "note": "Local demo credits"},
+        headers={"Authorization": f"Bearer {admin_key}", "Idempotency-Key": f"local-demo-promo-{org_id}"},
+    )
+    if response.status_code not in (200, 201):
+        raise RuntimeError(f"could not grant the demo credits: {response.status_code} {response.text}")
 
 
 def bootstrap(
@@ -147,7 +153,7 @@ def bootstrap(
     admin_key = ensure_admin_key(session, stack, previous.admin_key if previous else None)
     with httpx.Client(base_url=base_url, timeout=timeout, trust_env=False) as client:
         org_id, demo_key = ensure_demo_org(client, admin_key, previous)
-    seed_demo_credits(session, stack, org_id)
+        seed_demo_credits(client, admin_key, org_id)
     state = LocalState(base_url=base_url, admin_key=admin_key, demo_org_id=org_id, demo_key=demo_key)
     write_state(state_dir, state)
     return state

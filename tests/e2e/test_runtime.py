@@ -61,3 +61,12 @@ def test_the_status_route_lists_what_the_template_declares(http: httpx.Client, r
 def test_a_function_without_schedules_cannot_be_fired(http: httpx.Client) -> None:
     response = http.post("/_local/schedules/AccountsFunction")
     assert response.status_code == 404
+
+
+def test_the_demo_org_starts_with_100_promo_credits(http: httpx.Client, runtime: LocalRuntime) -> None:
+    # When the demo owner asks for its balance
+    response = http.get("/v1/credits/balance", headers=bearer(runtime.demo_key))
+    # Then its credits include the one promo lot of 100 credits granted at start (S10)
+    assert response.status_code == 200, response.text
+    promo = [lot for lot in response.json()["lots"] if lot["kind"] == "promo"]
+    assert [lot["original"] for lot in promo] == [100]

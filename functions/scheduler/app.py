@@ -1,0 +1,33 @@
+"""The scheduler function (S5), on an EventBridge schedule: renewals, expiry, stale holds and
+alerts for every org. Safe to run twice or late: every step is idempotent.
+
+Any event runs the whole job (the schedule's event, or ``sam local invoke -e``). When an org
+fails, the others still run, and the function then fails so the error is seen (and retried:
+a retry repeats nothing that was done).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tollgate.credits import wiring
+
+logger = Logger()
+tracer = Tracer()
+
+
+class ScheduledRunFailed(Exception):
+    """Some orgs failed; the run is reported as failed so that alarms and retries see it."""
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = wiring.scheduled_work().run().as_dict()
+    logger.info("scheduled run", extra={"report": report, "trigger": event.get("id") or "manual"})
+    if report["failed_orgs"]:
+        raise ScheduledRunFailed(f"{len(report['failed_orgs'])} orgs failed: {report['failed_orgs'][:10]}")
+    return report
