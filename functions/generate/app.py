@@ -1,0 +1,200 @@
+"""The generate function: the OpenAI-compatible API, the native ``/v1/generate`` and the
+generation request records (S6, S9, S11, S12).
+
+Routes are thin: they build the request context (who, which request id, the org's content
+policy) and call ``GenerationService``, which checks, caches, charges and records. Every POST
+that costs money honours ``Idempotency-Key``. Answers carry ``X-Request-Id`` (the record's id),
+``X-Cache``, ``X-Credits-Charged`` and ``X-Gateway-Overhead-Ms``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tollgate import services
+from tollgate.api.idempotency import idempotent
+from tollgate.api.resolver import (
+    build_resolver,
+    current_caller,
+    handle_api_event,
+    json_response,
+    request_id_of,
+)
+from tollgate.api.schemas.credits import exact_json_response
+from tollgate.api.schemas.generate import (
+    MAX_PAGE,
+    ProviderListOut,
+    RatingRequest,
+    RequestOut,
+    RequestPageOut,
+    check_request_id,
+)
+from tollgate.credits.amounts import credits_of_units
+from tollgate.errors import Forbidden
+from tollgate.generation.records import RecordFilter, RequestStatus
+from tollgate.generation.requests import ChatCompletionRequest, EmbeddingsRequest, GenerateRequest
+from tollgate.generation.responses import (
+    AssistantMessageOut,
+    ChatCompletionOut,
+    ChatUsageOut,
+    ChoiceOut,
+    EmbeddingListOut,
+    ModelListOut,
+    embedding_list,
+    model_list,
+)
+from tollgate.generation.service import OrgGenerationSettings, Outcome, RequestContext
+
+logger = Logger()
+tracer = Tracer()
+app = build_resolver()
+idempotent_route = idempotent(services.idempotency_store, services.idempotency_ttl)
+
+MODELS_CREATED = 1_735_689_600  # 2025-01-01: the registry's one fixed "created" timestamp
+_FINISH = {"stop", "length", "content_filter", "tool_calls"}
+
+
+def _context() -> RequestContext:
+    """The caller, this request's id (the record's and the reservation's) and the org's
+    generation settings (content policy, whether prompts are kept)."""
+    caller = current_caller(app)
+    if caller.org_id is None:
+        raise Forbidden("The platform admin key generates for no org; use an org's key")
+    org = services.identity().get_org(caller, caller.org_id)
+    return RequestContext(
+        caller=caller,
+        request_id=request_id_of(app.current_event.raw_event),
+        org=OrgGenerationSettings.from_org_settings(org.settings),
+    )
+
+
+def _headers(outcome: Outcome, started: float) -> dict[str, str]:
+    """The generation headers. The overhead is this handler's time less the provider's."""
+    record = outcome.record
+    provider_ms = 0 if outcome.cache_hit else max(0, record.latency_ms - record.overhead_ms)
+    overhead = max(0, round((time.perf_counter() - started) * 1000) - provider_ms)
+    return {
+        "X-Cache": "HIT" if outcome.cache_hit else "MISS",
+        "X-Credits-Charged": str(credits_of_units(outcome.credits_charged)),
+        "X-Gateway-Overhead-Ms": str(overhead),
+    }
+
+
+def _chat_out(outcome: Outcome) -> ChatCompletionOut:
+    record = outcome.record
+    answer = outcome.answer
+    finish = str(answer.get("finish_reason", "stop"))
+    return ChatCompletionOut(
+        id=f"chatcmpl-{record.request_id}",
+        created=int(record.created_at.timestamp()),
+        model=str(answer.get("model", record.model)),
+        choices=[
+            ChoiceOut(
+                message=AssistantMessageOut(content=str(answer.get("text", ""))),
+                finish_reason=finish if finish in _FINISH else "stop",  # type: ignore[arg-type]
+            )
+        ],
+        usage=ChatUsageOut(
+            prompt_tokens=record.input_tokens,
+            completion_tokens=record.output_tokens,
+            total_tokens=record.input_tokens + record.output_tokens,
+        ),
+    )
+
+
+def _embeddings_out(outcome: Outcome, encoding_format: Literal["float", "base64"]) -> EmbeddingListOut:
+    vectors = outcome.answer.get("vectors") or []
+    return embedding_list(
+        vectors,
+        model=str(outcome.answer.get("model", outcome.record.model)),
+        input_tokens=outcome.record.input_tokens,
+        encoding_format=encoding_format,
+    )
+
+
+# -- OpenAI-compatible ---------------------------------------------------------------------------
+
+
+@app.post("/v1/chat/completions", middlewares=[idempotent_route])
+def chat_completions(body: Annotated[ChatCompletionRequest, Body()]) -> Response[str]:
+    started = time.perf_counter()
+    outcome = services.generation().chat(_context(), body)
+    return json_response(200, _chat_out(outcome), headers=_headers(outcome, started))
+
+
+@app.post("/v1/embeddings", middlewares=[idempotent_route])
+def embeddings(body: Annotated[EmbeddingsRequest, Body()]) -> Response[str]:
+    started = time.perf_counter()
+    outcome = services.generation().embed(_context(), body)
+    out = _embeddings_out(outcome, body.encoding_format)
+    return json_response(200, out, headers=_headers(outcome, started))
+
+
+@app.get("/v1/models")
+def models() -> ModelListOut:
+    registry = services.generation().registry
+    aliases = sorted(registry.aliases.values(), key=lambda alias: alias.name)
+    return model_list(registry.listed(), aliases, created=MODELS_CREATED)
+
+
+@app.get("/v1/providers")
+def providers() -> ProviderListOut:
+    return ProviderListOut.of(services.generation().providers.statuses())
+
+
+# -- native --------------------------------------------------------------------------------------
+
+
+@app.post("/v1/generate", middlewares=[idempotent_route])
+def generate(body: Annotated[GenerateRequest, Body()]) -> Response[str]:
+    started = time.perf_counter()
+    outcome = services.generation().generate(_context(), body)
+    return exact_json_response(200, RequestOut.of(outcome.record), headers=_headers(outcome, started))
+
+
+@app.get("/v1/requests")
+def list_requests(
+    cursor: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    status: Annotated[RequestStatus | None, Query()] = None,
+    model: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    feature: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+) -> Response[str]:
+    filters = RecordFilter(user=user, status=status, model=model, feature=feature)
+    page = services.generation().records(current_caller(app), filters, limit, cursor)
+    return exact_json_response(200, RequestPageOut.of(page))
+
+
+@app.get("/v1/requests/<request_id>")
+def get_request(request_id: str) -> Response[str]:
+    record = services.generation().get(current_caller(app), check_request_id(request_id))
+    return exact_json_response(200, RequestOut.of(record))
+
+
+@app.post("/v1/requests/<request_id>/regenerate", middlewares=[idempotent_route])
+def regenerate(request_id: str) -> Response[str]:
+    started = time.perf_counter()
+    outcome = services.generation().regenerate(_context(), check_request_id(request_id))
+    return exact_json_response(201, RequestOut.of(outcome.record), headers=_headers(outcome, started))
+
+
+@app.post("/v1/requests/<request_id>/rating")
+def rate_request(request_id: str, body: Annotated[RatingRequest, Body()]) -> Response[str]:
+    record = services.generation().rate(
+        current_caller(app), check_request_id(request_id), body.score, body.comment
+    )
+    return exact_json_response(200, RequestOut.of(record))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle_api_event(app, event, context)
