@@ -45,14 +45,21 @@ def test_admin_key_authenticates_as_admin(service: IdentityService, admin: tuple
     assert caller.org_id is None
 
 
-def test_an_org_key_authenticates_with_org_and_plan(service: IdentityService, admin: tuple[str, Caller]) -> None:
+def test_an_org_key_authenticates_with_org_and_plan(
+    service: IdentityService, admin: tuple[str, Caller]
+) -> None:
     # Given an org with an owner key
     org = service.create_org(admin[1], name="Acme", plan="starter")
     issued = service.issue_key(admin[1], org.org_id, user="alice", name="ci", role=Role.OWNER)
     # When the key is presented
     caller = service.authenticate(f"Bearer {issued.plain.value}")
     # Then it is that org's owner on that plan
-    assert (caller.org_id, caller.user, caller.role, caller.plan) == (org.org_id, "alice", Role.OWNER, "starter")
+    assert (caller.org_id, caller.user, caller.role, caller.plan) == (
+        org.org_id,
+        "alice",
+        Role.OWNER,
+        "starter",
+    )
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer not-a-key"])
@@ -97,7 +104,8 @@ def test_a_member_cannot_create_keys_and_other_orgs_are_not_found(
     org_a = service.create_org(admin[1], name="A", plan="free")
     org_b = service.create_org(admin[1], name="B", plan="free")
     member = service.authenticate(
-        "Bearer " + service.issue_key(admin[1], org_a.org_id, user="m", name="m", role=Role.MEMBER).plain.value
+        "Bearer "
+        + service.issue_key(admin[1], org_a.org_id, user="m", name="m", role=Role.MEMBER).plain.value
     )
     owner = service.authenticate(
         "Bearer " + service.issue_key(admin[1], org_a.org_id, user="o", name="o", role=Role.OWNER).plain.value
@@ -133,7 +141,8 @@ def test_rotation_issues_a_new_key_and_ends_the_old_one(
     # When rotated with a grace period of a minute
     new = service.rotate_key(owner, old.record.key_id, timedelta(minutes=1))
     # Then both work during the grace period, and only the new one after it
-    assert new.record.name == "ci" and new.record.role is Role.OWNER
+    assert new.record.name == "ci"
+    assert new.record.role is Role.OWNER
     assert service.authenticate(f"Bearer {old.plain.value}").key_id == old.record.key_id
     clock.set(NOW + timedelta(minutes=2))
     with pytest.raises(Unauthorized):
@@ -141,7 +150,9 @@ def test_rotation_issues_a_new_key_and_ends_the_old_one(
     assert service.authenticate(f"Bearer {new.plain.value}").key_id == new.record.key_id
 
 
-def test_members_only_see_and_manage_their_own_keys(service: IdentityService, admin: tuple[str, Caller]) -> None:
+def test_members_only_see_and_manage_their_own_keys(
+    service: IdentityService, admin: tuple[str, Caller]
+) -> None:
     org = service.create_org(admin[1], name="A", plan="free")
     mine = service.issue_key(admin[1], org.org_id, user="m", name="m", role=Role.MEMBER)
     theirs = service.issue_key(admin[1], org.org_id, user="n", name="n", role=Role.MEMBER)

@@ -17,7 +17,14 @@ def test_keys_are_unique() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "tg_", "sk-abcdef", "tg_short_abc", "TG_" + "A" * 12 + "_" + "B" * 38, "tg_" + "é" * 12 + "_" + "B" * 38],
+    [
+        "",
+        "tg_",
+        "sk-abcdef",
+        "tg_short_abc",
+        "TG_" + "A" * 12 + "_" + "B" * 38,
+        "tg_" + "é" * 12 + "_" + "B" * 38,
+    ],
 )
 def test_text_that_is_not_a_key_is_refused(text: str) -> None:
     with pytest.raises(MalformedKey):
