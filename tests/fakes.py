@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 
@@ -34,6 +35,9 @@ class MemoryIdentityStore:
 
     def list_keys(self, org_id: str) -> list[KeyRecord]:
         return [k for k in self.keys.values() if k.org_id == org_id]
+
+    def list_org_ids(self) -> Iterator[str]:
+        return iter(sorted(self.orgs))
 
     def revoke_key(self, key_id: str, at: datetime) -> KeyRecord:
         record = self.keys.get(key_id)

@@ -8,10 +8,7 @@ integer units (1/10,000 credit) and micro-USD. Every POST that moves money honou
 
 from __future__ import annotations
 
-import json
 import time
-from decimal import Decimal
-from functools import partial
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -41,7 +38,6 @@ from tollgate.api.schemas.credits import (
     encode_cursor,
     exact_json_response,
 )
-from tollgate.credits import wiring
 from tollgate.credits.access import acting_for, derived_id, operation_id, require_admin, require_purchaser
 from tollgate.credits.alerts import publish_recent_alerts
 from tollgate.credits.packages import load_packages
@@ -60,9 +56,8 @@ from tollgate.settings import get_settings
 
 logger = Logger()
 tracer = Tracer()
-app = build_resolver()
 # Fractions in request bodies are read as Decimal, never as float: money stays exact (S4).
-app._json_body_deserializer = partial(json.loads, parse_float=Decimal)
+app = build_resolver(decimal_numbers=True)
 idempotent_route = idempotent(services.idempotency_store, services.idempotency_ttl)
 
 OrgIdQuery = Annotated[str | None, Query(min_length=1, max_length=40)]
@@ -176,7 +171,7 @@ def _settle_purchase(
     metering = services.metering()
     external = body.external_reference if body else None
     purchase = transition_purchase(metering, transition, org, purchase_id, external)
-    publish_recent_alerts(metering, wiring.alert_publisher(), org)
+    publish_recent_alerts(metering, services.alert_publisher(), org)
     return exact_json_response(200, PurchaseOut.of(purchase))
 
 
@@ -212,7 +207,7 @@ def payment_webhook() -> Response[str]:
     verify_signature(
         event.headers.get(SIGNATURE_HEADER),
         raw,
-        wiring.webhook_secrets(),
+        services.webhook_secrets(),
         now=int(time.time()),
         tolerance_seconds=get_settings().webhook_tolerance_seconds,
     )
@@ -221,7 +216,7 @@ def payment_webhook() -> Response[str]:
     transition = PAYMENT_EVENT_TRANSITIONS[payment.type]
     reference = payment.payment_reference or payment.id
     purchase = transition_purchase(metering, transition, payment.org_id, payment.purchase_id, reference)
-    publish_recent_alerts(metering, wiring.alert_publisher(), payment.org_id)
+    publish_recent_alerts(metering, services.alert_publisher(), payment.org_id)
     return exact_json_response(200, PaymentEventOut(event_id=payment.id, purchase=PurchaseOut.of(purchase)))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tollgate.credits import wiring
+from tollgate import services
 
 logger = Logger()
 tracer = Tracer()
@@ -26,7 +26,7 @@ class ScheduledRunFailed(Exception):
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = wiring.scheduled_work().run().as_dict()
+    report = services.scheduled_work().run().as_dict()
     logger.info("scheduled run", extra={"report": report, "trigger": event.get("id") or "manual"})
     if report["failed_orgs"]:
         raise ScheduledRunFailed(f"{len(report['failed_orgs'])} orgs failed: {report['failed_orgs'][:10]}")

@@ -16,7 +16,6 @@ from tests.conftest import Api, Tenant, load_event
 from tollgate import services
 from tollgate.aws.metering_store import DynamoMeteringStore
 from tollgate.clock import FixedClock
-from tollgate.credits import wiring
 from tollgate.credits.scheduled import ScheduledWork
 from tollgate.identity.models import Caller, Role
 from tollgate.ids import new_id
@@ -62,8 +61,8 @@ class Clocked:
         )
         self.work = ScheduledWork(
             self.metering,
-            wiring.TableOrgDirectory(),
-            wiring.alert_publisher() if publisher == "bus" else publisher,
+            services.org_directory(),
+            services.alert_publisher() if publisher == "bus" else publisher,
             stale_after=timedelta(hours=2),
             clock=self.clock,
         )

@@ -3,10 +3,14 @@ process from the settings. Handlers ask here; the domain never does."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from functools import cache
 
+from aws_lambda_powertools.utilities import parameters
+
 from tollgate.aws.dynamodb import DynamoTable
+from tollgate.aws.events import EventBridgePublisher
 from tollgate.aws.generation_store import DynamoGenerationStore
 from tollgate.aws.idempotency_store import DynamoIdempotencyStore
 from tollgate.aws.identity_store import DynamoIdentityStore
@@ -14,9 +18,13 @@ from tollgate.aws.metering_store import DynamoMeteringStore
 from tollgate.aws.provider_keys import ParameterProviderKeys
 from tollgate.aws.response_cache import S3ResponseCache
 from tollgate.aws.secrets import ParameterSecrets
+from tollgate.credits.alerts import AlertPublisher
+from tollgate.credits.scheduled import ScheduledWork
+from tollgate.errors import ServiceUnavailable
 from tollgate.generation.registry import load_models
 from tollgate.generation.security import ContentLimits
 from tollgate.generation.service import GenerationService
+from tollgate.identity.ports import IdentityStore
 from tollgate.identity.service import IdentityService
 from tollgate.metering.pricing import default_pricing
 from tollgate.metering.service import MeteringService
@@ -40,10 +48,15 @@ def identity_secrets() -> ParameterSecrets:
 
 
 @cache
+def identity_store() -> DynamoIdentityStore:
+    return DynamoIdentityStore(table())
+
+
+@cache
 def identity() -> IdentityService:
     settings = get_settings()
     return IdentityService(
-        DynamoIdentityStore(table()),
+        identity_store(),
         identity_secrets(),
         plan_names=load_plans().names,
         last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_seconds),
@@ -59,6 +72,55 @@ def idempotency_store() -> DynamoIdempotencyStore:
 def metering() -> MeteringService:
     """Limits, quotas and the credit ledger: the API every feature charges through."""
     return MeteringService(DynamoMeteringStore(table()), default_pricing(), load_plans())
+
+
+@cache
+def alert_publisher() -> AlertPublisher | None:
+    """The alerts bus, or ``None`` where none is configured (alerts then wait for the
+    scheduler of an environment that has one)."""
+    bus = get_settings().event_bus_name
+    return EventBridgePublisher(bus) if bus else None
+
+
+def webhook_secrets() -> list[bytes]:
+    """The payment webhook's signing secret(s). Not cached here: Powertools caches them for
+    ``secrets_cache_seconds``, so a rotated secret is picked up."""
+    settings = get_settings()
+    try:
+        value = parameters.get_secret(settings.payment_webhook_secret, max_age=settings.secrets_cache_seconds)
+    except parameters.GetParameterError:
+        raise ServiceUnavailable(
+            "The webhook secret cannot be read; retry shortly", headers={"Retry-After": "5"}
+        ) from None
+    text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return [text.encode("utf-8")] if text else []
+
+
+class IdentityOrgDirectory:
+    """The scheduler's ``OrgDirectory``: every org id, from the identity store."""
+
+    def __init__(self, store: IdentityStore) -> None:
+        self._store = store
+
+    def org_ids(self) -> Iterator[str]:
+        return self._store.list_org_ids()
+
+
+@cache
+def org_directory() -> IdentityOrgDirectory:
+    return IdentityOrgDirectory(identity_store())
+
+
+@cache
+def scheduled_work() -> ScheduledWork:
+    """The scheduler's work (renewals, expiry, stale holds, alerts) over every org."""
+    settings = get_settings()
+    return ScheduledWork(
+        metering(),
+        org_directory(),
+        alert_publisher(),
+        stale_after=timedelta(seconds=settings.stale_reservation_seconds),
+    )
 
 
 @cache
@@ -97,9 +159,13 @@ def reset() -> None:
     for built in (
         table,
         identity_secrets,
+        identity_store,
         identity,
         idempotency_store,
         metering,
+        alert_publisher,
+        org_directory,
+        scheduled_work,
         providers,
         generation,
         get_settings,

@@ -19,6 +19,8 @@ import binascii
 import json
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -74,9 +76,18 @@ def _validation_problem(exc: RequestValidationError, request_id: str) -> Respons
     return problem_response(ValidationFailed(errors), request_id)
 
 
-def build_resolver() -> APIGatewayRestResolver:
-    """A REST API resolver with validation on and every error answered as problem JSON."""
-    app = APIGatewayRestResolver(enable_validation=True, serializer=_compact_json)
+def build_resolver(*, decimal_numbers: bool = False) -> APIGatewayRestResolver:
+    """A REST API resolver with validation on and every error answered as problem JSON.
+
+    With ``decimal_numbers``, fractions in JSON bodies are read as ``Decimal``, never as
+    ``float`` (money must stay exact). Off by default: free-form fields elsewhere (generation
+    ``metadata``, template ``variables``) are re-serialised by ``json.dumps``, which refuses
+    ``Decimal``."""
+    app = APIGatewayRestResolver(
+        enable_validation=True,
+        serializer=_compact_json,
+        json_body_deserializer=partial(json.loads, parse_float=Decimal) if decimal_numbers else None,
+    )
 
     @app.exception_handler(TollgateError)
     def _tollgate_error(exc: TollgateError) -> Response[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -121,6 +122,18 @@ class DynamoIdentityStore:
     def list_keys(self, org_id: str) -> list[KeyRecord]:
         items = self._table.query_all("gsi1pk = :pk", values={":pk": f"ORGKEYS#{org_id}"}, index=GSI1)
         return [key_from_item(i) for i in items]
+
+    def list_org_ids(self) -> Iterator[str]:
+        """Every org id, in id order, a page at a time (every org item is on ``gsi1`` ``ORGS``)."""
+        start = None
+        while True:
+            items, start = self._table.query(
+                "gsi1pk = :orgs", values={":orgs": "ORGS"}, index=GSI1, start_key=start
+            )
+            for item in items:
+                yield str(item["org_id"])
+            if start is None:
+                return
 
     def revoke_key(self, key_id: str, at: datetime) -> KeyRecord:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -32,6 +33,10 @@ class IdentityStore(Protocol):
     def get_key(self, key_id: str) -> KeyRecord | None: ...
 
     def list_keys(self, org_id: str) -> list[KeyRecord]: ...
+
+    def list_org_ids(self) -> Iterator[str]:
+        """Every org id (scheduled work runs over them all)."""
+        ...
 
     def revoke_key(self, key_id: str, at: datetime) -> KeyRecord:
         """Mark a key revoked once; raises ``Conflict`` if it already is, ``NotFound`` if absent."""
