@@ -1,46 +1,45 @@
 """The composition root: domain services wired to their AWS adapters, built once per
-process from the settings. Handlers ask here; the domain never does."""
+process from the settings. Handlers ask here; the domain never does.
+
+Each builder imports what it wires when first called, not at import time: every function
+imports this module, and a cold start should only load the domains that function uses (the
+authorizer needs identity, not providers or metering).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
 from functools import cache
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools.utilities import parameters
-
-from tollgate.aws.dynamodb import DynamoTable
-from tollgate.aws.events import EventBridgePublisher
-from tollgate.aws.generation_store import DynamoGenerationStore
-from tollgate.aws.idempotency_store import DynamoIdempotencyStore
-from tollgate.aws.identity_store import DynamoIdentityStore
-from tollgate.aws.metering_store import DynamoMeteringStore
-from tollgate.aws.provider_keys import ParameterProviderKeys
-from tollgate.aws.response_cache import S3ResponseCache
-from tollgate.aws.secrets import ParameterSecrets
-from tollgate.credits.alerts import AlertPublisher
-from tollgate.credits.scheduled import ScheduledWork
-from tollgate.errors import ServiceUnavailable
-from tollgate.generation.registry import load_models
-from tollgate.generation.security import ContentLimits
-from tollgate.generation.service import GenerationService
-from tollgate.identity.ports import IdentityStore
-from tollgate.identity.service import IdentityService
-from tollgate.metering.pricing import default_pricing
-from tollgate.metering.service import MeteringService
-from tollgate.plans import load_plans
-from tollgate.providers.catalog import ProviderCatalog, build_providers
-from tollgate.providers.keys import ChainedProviderKeys, EnvProviderKeys, ProviderKeySource
 from tollgate.settings import get_settings
+
+if TYPE_CHECKING:
+    from tollgate.aws.dynamodb import DynamoTable
+    from tollgate.aws.idempotency_store import DynamoIdempotencyStore
+    from tollgate.aws.identity_store import DynamoIdentityStore
+    from tollgate.aws.secrets import ParameterSecrets
+    from tollgate.credits.alerts import AlertPublisher
+    from tollgate.credits.scheduled import ScheduledWork
+    from tollgate.generation.service import GenerationService
+    from tollgate.identity.ports import IdentityStore
+    from tollgate.identity.service import IdentityService
+    from tollgate.metering.service import MeteringService
+    from tollgate.providers.catalog import ProviderCatalog
 
 
 @cache
 def table() -> DynamoTable:
+    from tollgate.aws.dynamodb import DynamoTable
+
     return DynamoTable(get_settings().table_name)
 
 
 @cache
 def identity_secrets() -> ParameterSecrets:
+    from tollgate.aws.secrets import ParameterSecrets
+
     settings = get_settings()
     return ParameterSecrets(
         settings.key_pepper_secret, settings.admin_key_parameter, max_age=settings.secrets_cache_seconds
@@ -49,11 +48,16 @@ def identity_secrets() -> ParameterSecrets:
 
 @cache
 def identity_store() -> DynamoIdentityStore:
+    from tollgate.aws.identity_store import DynamoIdentityStore
+
     return DynamoIdentityStore(table())
 
 
 @cache
 def identity() -> IdentityService:
+    from tollgate.identity.service import IdentityService
+    from tollgate.plans import load_plans
+
     settings = get_settings()
     return IdentityService(
         identity_store(),
@@ -65,12 +69,19 @@ def identity() -> IdentityService:
 
 @cache
 def idempotency_store() -> DynamoIdempotencyStore:
+    from tollgate.aws.idempotency_store import DynamoIdempotencyStore
+
     return DynamoIdempotencyStore(table())
 
 
 @cache
 def metering() -> MeteringService:
     """Limits, quotas and the credit ledger: the API every feature charges through."""
+    from tollgate.aws.metering_store import DynamoMeteringStore
+    from tollgate.metering.pricing import default_pricing
+    from tollgate.metering.service import MeteringService
+    from tollgate.plans import load_plans
+
     return MeteringService(DynamoMeteringStore(table()), default_pricing(), load_plans())
 
 
@@ -78,6 +89,8 @@ def metering() -> MeteringService:
 def alert_publisher() -> AlertPublisher | None:
     """The alerts bus, or ``None`` where none is configured (alerts then wait for the
     scheduler of an environment that has one)."""
+    from tollgate.aws.events import EventBridgePublisher
+
     bus = get_settings().event_bus_name
     return EventBridgePublisher(bus) if bus else None
 
@@ -85,6 +98,10 @@ def alert_publisher() -> AlertPublisher | None:
 def webhook_secrets() -> list[bytes]:
     """The payment webhook's signing secret(s). Not cached here: Powertools caches them for
     ``secrets_cache_seconds``, so a rotated secret is picked up."""
+    from aws_lambda_powertools.utilities import parameters
+
+    from tollgate.errors import ServiceUnavailable
+
     settings = get_settings()
     try:
         value = parameters.get_secret(settings.payment_webhook_secret, max_age=settings.secrets_cache_seconds)
@@ -114,6 +131,8 @@ def org_directory() -> IdentityOrgDirectory:
 @cache
 def scheduled_work() -> ScheduledWork:
     """The scheduler's work (renewals, expiry, stale holds, alerts) over every org."""
+    from tollgate.credits.scheduled import ScheduledWork
+
     settings = get_settings()
     return ScheduledWork(
         metering(),
@@ -126,6 +145,10 @@ def scheduled_work() -> ScheduledWork:
 @cache
 def providers() -> ProviderCatalog:
     """Every AI provider: keys from the environment first (local), then Secrets Manager/SSM."""
+    from tollgate.aws.provider_keys import ParameterProviderKeys
+    from tollgate.providers.catalog import build_providers
+    from tollgate.providers.keys import ChainedProviderKeys, EnvProviderKeys, ProviderKeySource
+
     settings = get_settings()
     sources: list[ProviderKeySource] = [EnvProviderKeys.from_settings(settings)]
     aws_keys = ParameterProviderKeys.from_settings(settings)
@@ -137,6 +160,12 @@ def providers() -> ProviderCatalog:
 @cache
 def generation() -> GenerationService:
     """Chat, completions and embeddings: checked, cached, charged and recorded."""
+    from tollgate.aws.generation_store import DynamoGenerationStore
+    from tollgate.aws.response_cache import S3ResponseCache
+    from tollgate.generation.registry import load_models
+    from tollgate.generation.security import ContentLimits
+    from tollgate.generation.service import GenerationService
+
     settings = get_settings()
     return GenerationService(
         providers(),
