@@ -214,15 +214,11 @@ class MeteringService:
                 pricing_rule=rule.model_dump(mode="json"),
             )
             try:
-                self._store.commit(
-                    MeteringCommit(
-                        org_id,
-                        account=self._account_change(posting),
-                        entries=posting.entries,
-                        alerts=posting.alerts,
-                        counters=changes,
-                        new_reservation=reservation,
-                    )
+                self._commit_posting(
+                    org_id,
+                    posting,
+                    counters=changes,
+                    new_reservation=reservation,
                 )
             except ReservationExists as replay:
                 return replay.existing
@@ -278,18 +274,14 @@ class MeteringService:
                 balance_after=posting.balance,
                 settled_at=now,
             )
-            self._store.commit(
-                MeteringCommit(
-                    org_id,
-                    account=self._account_change(posting),
-                    entries=posting.entries,
-                    alerts=posting.alerts,
-                    counters=counters,
-                    reservation=ReservationTransition(
-                        replace(held, status=ReservationStatus.SETTLED, settlement=settlement),
-                        ReservationStatus.HELD,
-                    ),
-                )
+            self._commit_posting(
+                org_id,
+                posting,
+                counters=counters,
+                reservation=ReservationTransition(
+                    replace(held, status=ReservationStatus.SETTLED, settlement=settlement),
+                    ReservationStatus.HELD,
+                ),
             )
             return settlement
 
@@ -326,18 +318,14 @@ class MeteringService:
                 balance_after=posting.balance,
                 released_at=now,
             )
-            self._store.commit(
-                MeteringCommit(
-                    org_id,
-                    account=self._account_change(posting),
-                    entries=posting.entries,
-                    alerts=posting.alerts,
-                    counters=counters,
-                    reservation=ReservationTransition(
-                        replace(held, status=ReservationStatus.RELEASED, release=released),
-                        ReservationStatus.HELD,
-                    ),
-                )
+            self._commit_posting(
+                org_id,
+                posting,
+                counters=counters,
+                reservation=ReservationTransition(
+                    replace(held, status=ReservationStatus.RELEASED, release=released),
+                    ReservationStatus.HELD,
+                ),
             )
             return released
 
@@ -505,16 +493,10 @@ class MeteringService:
             )
             entry = posting.entries[-1]
             try:
-                self._store.commit(
-                    MeteringCommit(
-                        org_id,
-                        account=self._account_change(posting),
-                        entries=posting.entries,
-                        alerts=posting.alerts,
-                        operation=OperationMarker(
-                            operation, {"lot_id": lot.lot_id, "sequence": entry.sequence}
-                        ),
-                    )
+                self._commit_posting(
+                    org_id,
+                    posting,
+                    operation=OperationMarker(operation, {"lot_id": lot.lot_id, "sequence": entry.sequence}),
                 )
             except OperationDone as done:
                 return GrantResult(str(done.result["lot_id"]), None, created=False)
@@ -689,14 +671,10 @@ class MeteringService:
                     expires_at=end,
                 ).lot_id
             try:
-                self._store.commit(
-                    MeteringCommit(
-                        org_id,
-                        account=self._account_change(posting),
-                        entries=posting.entries,
-                        alerts=posting.alerts,
-                        operation=OperationMarker(operation, {"lot_id": lot_id, "amount": credits}),
-                    )
+                self._commit_posting(
+                    org_id,
+                    posting,
+                    operation=OperationMarker(operation, {"lot_id": lot_id, "amount": credits}),
                 )
             except OperationDone as done:
                 return RenewalResult(
@@ -719,13 +697,9 @@ class MeteringService:
             posting = LedgerPosting(self._store.load(org_id).account, at)
             expired = posting.expire_due()
             if posting.changed:
-                self._store.commit(
-                    MeteringCommit(
-                        org_id,
-                        account=self._account_change(posting),
-                        entries=posting.entries,
-                        alerts=posting.alerts,
-                    )
+                self._commit_posting(
+                    org_id,
+                    posting,
                 )
             return expired
 
@@ -758,14 +732,10 @@ class MeteringService:
                 return None
             entry = posting.entries[-1]
             try:
-                self._store.commit(
-                    MeteringCommit(
-                        org_id,
-                        account=self._account_change(posting),
-                        entries=posting.entries,
-                        alerts=posting.alerts,
-                        operation=OperationMarker(operation, {"sequence": entry.sequence}),
-                    )
+                self._commit_posting(
+                    org_id,
+                    posting,
+                    operation=OperationMarker(operation, {"sequence": entry.sequence}),
                 )
             except OperationDone:
                 return None
@@ -832,6 +802,32 @@ class MeteringService:
             provider=provider,
             at=at,
             anchor_day=profile.billing_anchor_day,
+        )
+
+    def _commit_posting(
+        self,
+        org_id: str,
+        posting: LedgerPosting,
+        *,
+        counters: Sequence[CounterChange] = (),
+        new_reservation: Reservation | None = None,
+        reservation: ReservationTransition | None = None,
+        purchase: PurchaseTransition | None = None,
+        operation: OperationMarker | None = None,
+    ) -> None:
+        """Write one ledger posting (account, entries, alerts) with what moves beside it."""
+        self._store.commit(
+            MeteringCommit(
+                org_id,
+                account=self._account_change(posting),
+                entries=posting.entries,
+                alerts=posting.alerts,
+                counters=counters,
+                new_reservation=new_reservation,
+                reservation=reservation,
+                purchase=purchase,
+                operation=operation,
+            )
         )
 
     @staticmethod
@@ -934,14 +930,10 @@ class MeteringService:
             posting = LedgerPosting(snapshot.account, self._clock.now())
             posting.expire_due()
             after = move(purchase, posting)
-            self._store.commit(
-                MeteringCommit(
-                    org_id,
-                    account=self._account_change(posting),
-                    entries=posting.entries,
-                    alerts=posting.alerts,
-                    purchase=PurchaseTransition(after, source),
-                )
+            self._commit_posting(
+                org_id,
+                posting,
+                purchase=PurchaseTransition(after, source),
             )
             return after
 
