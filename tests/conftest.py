@@ -166,3 +166,29 @@ def make_tenant(api: Api, admin_key: str) -> Any:
         return Tenant(org_id=org_id, owner_key=keys[Role.OWNER], member_key=keys[Role.MEMBER])
 
     return make
+
+
+def alerts_to_queue(stack: CreatedStack) -> str:
+    """A queue receiving every alert published on the template's alerts bus (to read them)."""
+    events = boto3.client("events", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="alerts-test")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus = stack.names["AlertsBus"]
+    pattern = json.dumps({"source": ["tollgate.credits"]})
+    events.put_rule(Name="alerts-to-queue", EventBusName=bus, EventPattern=pattern)
+    events.put_targets(Rule="alerts-to-queue", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
+    return str(url)
+
+
+def drain_queue(queue_url: str) -> list[dict[str, Any]]:
+    """Every message body now on the queue, parsed, and deleted."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    found: list[dict[str, Any]] = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return found
+        for message in messages:
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

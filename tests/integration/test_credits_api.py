@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import Api, ApiResponse, Tenant, load_event
+from tests.conftest import Api, ApiResponse, Tenant, alerts_to_queue, drain_queue, load_event
 from tollgate import services
 from tollgate.credits.amounts import exact_json
 from tollgate.credits.webhooks import signature_header
@@ -744,7 +744,7 @@ def test_a_low_balance_alert_is_recorded_once_and_published(
     api: Api, admin_key: str, make_tenant: Any, stack: CreatedStack
 ) -> None:
     # Given the alerts bus routed to a queue, and an org topped up with 1,000 credits
-    queue_url = _bus_to_queue(stack)
+    queue_url = alerts_to_queue(stack)
     tenant: Tenant = make_tenant()
     pid = create_purchase(api, tenant, "starter_pack")["purchase_id"]
     settle = {"org_id": tenant.org_id}
@@ -759,35 +759,10 @@ def test_a_low_balance_alert_is_recorded_once_and_published(
     kinds = sorted((a["kind"], a["threshold_percent"]) for a in items)
     assert kinds == [("depleted", 0), ("low_balance", 10), ("low_balance", 20)]
     assert all(a["published"] for a in items)
-    published = _drain(queue_url)
+    published = drain_queue(queue_url)
     assert sorted(e["detail"]["alert_id"] for e in published) == sorted(a["alert_id"] for a in items)
     assert {e["source"] for e in published} == {"tollgate.credits"}
     assert_ledger_matches_balance(api, admin_key, tenant.org_id)
-
-
-def _bus_to_queue(stack: CreatedStack) -> str:
-    events = boto3.client("events", region_name=REGION)
-    sqs = boto3.client("sqs", region_name=REGION)
-    url = sqs.create_queue(QueueName="alerts-test")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    bus = stack.names["AlertsBus"]
-    events.put_rule(
-        Name="alerts-to-queue", EventBusName=bus, EventPattern=json.dumps({"source": ["tollgate.credits"]})
-    )
-    events.put_targets(Rule="alerts-to-queue", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
-    return str(url)
-
-
-def _drain(queue_url: str) -> list[dict[str, Any]]:
-    sqs = boto3.client("sqs", region_name=REGION)
-    found: list[dict[str, Any]] = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return found
-        for message in messages:
-            found.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def test_the_sample_event_is_answered(stack: CreatedStack) -> None:

@@ -4,15 +4,13 @@ work under a moved clock."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import Api, Tenant, load_event
+from tests.conftest import Api, Tenant, alerts_to_queue, drain_queue, load_event
 from tollgate import services
 from tollgate.aws.metering_store import DynamoMeteringStore
 from tollgate.clock import FixedClock
@@ -26,7 +24,7 @@ from tollgate.metering.windows import billing_cycle
 from tollgate.plans import load_plans
 from tollgate_local.gateway import FunctionFailed
 from tollgate_local.invoke import in_process_invoker
-from tollgate_local.resources import REGION, CreatedStack
+from tollgate_local.resources import CreatedStack
 from tollgate_local.template import default_template
 
 STARTER_MONTHLY = 1_000_000  # 100 credits, in units
@@ -130,7 +128,7 @@ def test_a_late_run_renews_the_new_cycle_once_and_the_old_lot_expires(make_tenan
 
 def test_lots_past_expiry_expire_with_an_alert_published_once(make_tenant: Any, stack: CreatedStack) -> None:
     # Given a free org with a promo lot that expires tomorrow, and the alerts bus routed to a queue
-    queue = _bus_to_queue(stack)
+    queue = alerts_to_queue(stack)
     tenant: Tenant = make_tenant(plan="free")
     now = datetime.now(UTC)
     clocked = Clocked(now)
@@ -149,7 +147,7 @@ def test_lots_past_expiry_expire_with_an_alert_published_once(make_tenant: Any, 
     expiry = [a for a in alerts if a.kind.value == "expiry"]
     assert len(expiry) == 1
     assert expiry[0].published
-    events = [e for e in _drain(queue) if e["detail"]["kind"] == "expiry"]
+    events = [e for e in drain_queue(queue) if e["detail"]["kind"] == "expiry"]
     assert [e["detail"]["alert_id"] for e in events] == [expiry[0].alert_id]
     assert events[0]["detail"]["threshold"] == 5  # 50,000 units = 5 credits, an exact JSON number
     assert_ledger_matches_balance(tenant.org_id)
@@ -183,7 +181,7 @@ def test_unpublished_alerts_wait_for_a_bus_that_accepts_them(
     api: Api, admin_key: str, make_tenant: Any, stack: CreatedStack
 ) -> None:
     # Given an org topped up with 10 credits, then spent down to 0.5 by a settled request
-    queue = _bus_to_queue(stack)
+    queue = alerts_to_queue(stack)
     tenant: Tenant = make_tenant(plan="free")
     made = api.post(
         f"/v1/orgs/{tenant.org_id}/credits/grants", key=admin_key, json_body={"amount": 10, "note": "n"}
@@ -208,7 +206,7 @@ def test_unpublished_alerts_wait_for_a_bus_that_accepts_them(
     # Then every alert is published, once
     assert report["alerts_published"] == len(recorded)
     assert all(a.published for a in services.metering().alerts(tenant.org_id))
-    assert sorted(e["detail"]["alert_id"] for e in _drain(queue)) == sorted(a.alert_id for a in recorded)
+    assert sorted(e["detail"]["alert_id"] for e in drain_queue(queue)) == sorted(a.alert_id for a in recorded)
     assert run_scheduler()["alerts_published"] == 0
     assert_ledger_matches_balance(tenant.org_id)
 
@@ -235,27 +233,3 @@ def test_one_failing_org_does_not_stop_the_others_and_the_run_fails(
     monkeypatch.setattr(MeteringService, "renew_subscription", real)
     assert run_scheduler()["renewed"] == 1
     assert balance(bad.org_id) == STARTER_MONTHLY
-
-
-def _bus_to_queue(stack: CreatedStack) -> str:
-    events = boto3.client("events", region_name=REGION)
-    sqs = boto3.client("sqs", region_name=REGION)
-    url = sqs.create_queue(QueueName="alerts-test")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    bus = stack.names["AlertsBus"]
-    pattern = json.dumps({"source": ["tollgate.credits"]})
-    events.put_rule(Name="alerts-to-queue", EventBusName=bus, EventPattern=pattern)
-    events.put_targets(Rule="alerts-to-queue", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
-    return str(url)
-
-
-def _drain(queue_url: str) -> list[dict[str, Any]]:
-    sqs = boto3.client("sqs", region_name=REGION)
-    found: list[dict[str, Any]] = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return found
-        for message in messages:
-            found.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
