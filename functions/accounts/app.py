@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import tollgate
 from tollgate import services
 from tollgate.api.idempotency import idempotent
+from tollgate.api.params import Body, Query
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event, json_response
 from tollgate.api.schemas.accounts import (
     CreateKeyRequest,

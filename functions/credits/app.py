@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tollgate import services
 from tollgate.api.idempotency import idempotency_key_of, idempotent
+from tollgate.api.params import Body, Query
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
 from tollgate.api.schemas.credits import (
     AlertListOut,

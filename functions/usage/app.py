@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tollgate import services
+from tollgate.api.params import Query
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
 from tollgate.api.schemas.credits import exact_json_response
 from tollgate.api.schemas.limits import LimitsOut, rate_limit_headers

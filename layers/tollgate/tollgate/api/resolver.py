@@ -10,37 +10,38 @@ A function's handler is::
 ``handle_api_event`` refuses what must be refused before parsing (oversized bodies, bodies
 that are not UTF-8 JSON), runs the resolver, and stamps ``X-Request-Id`` on every answer.
 Every ``TollgateError`` and every validation error becomes problem JSON in one place.
+
+Routes declare their body and query parameters with ``tollgate.api.params.Body`` and
+``Query``; ``TollgateResolver`` validates them before the route runs and turns a returned
+pydantic model into a JSON answer.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import uuid
-from collections.abc import Mapping
-from decimal import Decimal
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from tollgate.api.caller import caller_from_context
+from tollgate.api.params import RouteSpec
 from tollgate.api.problems import problem_proxy_response, problem_response
 from tollgate.errors import (
-    FieldError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
     TollgateError,
     UnsupportedMediaType,
-    ValidationFailed,
 )
 from tollgate.identity.models import Caller
 from tollgate.settings import get_settings
@@ -53,49 +54,70 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def field_errors(exc: RequestValidationError) -> list[FieldError]:
-    """Pydantic's errors as one ``FieldError`` per field, without Python internals."""
-    result = []
-    for error in exc.errors():
-        loc = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
-        field = ".".join(loc) or "body"
-        kind = str(error.get("type", "invalid"))
-        message = str(error.get("msg", "Invalid value"))
-        if kind == "missing":
-            message = "Field required"
-        elif kind == "extra_forbidden":
-            message = "Unknown field"
-        result.append(FieldError(field=field, message=message, kind=kind))
-    return result
+class TollgateResolver(APIGatewayRestResolver):
+    """A REST API resolver whose routes get their body and query validated (``RouteSpec``)
+    and may return a pydantic model (answered as JSON, status 200)."""
+
+    def __init__(self, *, decimal_numbers: bool = False) -> None:
+        super().__init__(serializer=_compact_json)
+        self.decimal_numbers = decimal_numbers
+        self.operations: list[tuple[str, str, Callable[..., Any]]] = []
+        self._specs: dict[tuple[str, str], RouteSpec] = {}
+
+    def route(self, rule: str, method: Any, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        register = super().route(rule, method, *args, **kwargs)
+        methods = (method,) if isinstance(method, str) else tuple(method)
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+            for each in methods:
+                self.operations.append((each.upper(), rule, func))
+            register(self._validating(methods[0], rule, func))
+            return func
+
+        return decorator
+
+    def spec(self, method: str, rule: str, func: Callable[..., Any]) -> RouteSpec:
+        """The route's spec, read from its signature the first time it is needed."""
+        key = (method.upper(), rule)
+        found = self._specs.get(key)
+        if found is None:
+            found = self._specs[key] = RouteSpec.of(method, rule, func)
+        return found
+
+    def _validating(self, method: str, rule: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def validated(**path_args: Any) -> Any:
+            spec = self.spec(method, rule, func)
+            event = self.current_event
+            arguments = dict(path_args)
+            if spec.query:
+                arguments.update(
+                    spec.parse_query(event.query_string_parameters, event.multi_value_query_string_parameters)
+                )
+            if spec.body_param is not None:
+                arguments[spec.body_param] = spec.parse_body(event.body, decimal_numbers=self.decimal_numbers)
+            result = func(**arguments)
+            if isinstance(result, BaseModel):
+                return Response(
+                    status_code=200, content_type="application/json", body=result.model_dump_json()
+                )
+            return result
+
+        return validated
 
 
-def _validation_problem(exc: RequestValidationError, request_id: str) -> Response[str]:
-    errors = field_errors(exc)
-    if any(e.kind in ("json_invalid", "json_type") for e in errors):
-        return problem_response(InvalidRequest("The request body is not valid JSON"), request_id)
-    return problem_response(ValidationFailed(errors), request_id)
-
-
-def build_resolver(*, decimal_numbers: bool = False) -> APIGatewayRestResolver:
-    """A REST API resolver with validation on and every error answered as problem JSON.
+def build_resolver(*, decimal_numbers: bool = False) -> TollgateResolver:
+    """A resolver with validated routes and every error answered as problem JSON.
 
     With ``decimal_numbers``, fractions in JSON bodies are read as ``Decimal``, never as
     ``float`` (money must stay exact). Off by default: free-form fields elsewhere (generation
     ``metadata``, template ``variables``) are re-serialised by ``json.dumps``, which refuses
     ``Decimal``."""
-    app = APIGatewayRestResolver(
-        enable_validation=True,
-        serializer=_compact_json,
-        json_body_deserializer=partial(json.loads, parse_float=Decimal) if decimal_numbers else None,
-    )
+    app = TollgateResolver(decimal_numbers=decimal_numbers)
 
     @app.exception_handler(TollgateError)
     def _tollgate_error(exc: TollgateError) -> Response[str]:
         return problem_response(exc, request_id_of(app.current_event.raw_event))
-
-    @app.exception_handler(RequestValidationError)
-    def _invalid(exc: RequestValidationError) -> Response[str]:
-        return _validation_problem(exc, request_id_of(app.current_event.raw_event))
 
     @app.exception_handler([ClientError, BotoCoreError])
     def _aws_failure(exc: Exception) -> Response[str]:
