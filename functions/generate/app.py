@@ -67,11 +67,16 @@ def _context() -> RequestContext:
     caller = current_caller(app)
     if caller.org_id is None:
         raise Forbidden("The platform admin key generates for no org; use an org's key")
-    org = services.identity().get_org(caller, caller.org_id)
+    # The authorizer hands the org's settings over with the caller; read the org only if not.
+    settings = (
+        caller.org.settings
+        if caller.org is not None
+        else services.identity().get_org(caller, caller.org_id).settings
+    )
     return RequestContext(
         caller=caller,
         request_id=request_id_of(app.current_event.raw_event),
-        org=OrgGenerationSettings.from_org_settings(org.settings),
+        org=OrgGenerationSettings.from_org_settings(settings),
     )
 
 

@@ -55,7 +55,7 @@ def price_of(feature: str, model: str, input_tokens: int, output_tokens: int = 0
 
 
 def usage_logs(org_id: str) -> list[Any]:
-    return list(services.generation().log_day(org_id, datetime.now(UTC)))
+    return list(services.usage_log().day(org_id, datetime.now(UTC).strftime("%Y-%m-%d")))
 
 
 def with_openai(monkeypatch: pytest.MonkeyPatch, transport: ScriptedTransport) -> None:

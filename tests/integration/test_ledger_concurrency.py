@@ -30,10 +30,11 @@ import pytest
 from botocore.config import Config
 
 from tollgate.aws.dynamodb import DynamoTable
+from tollgate.aws.identity_store import DynamoIdentityStore
 from tollgate.aws.metering_store import DynamoMeteringStore, account_from_item, account_key, counter_key
 from tollgate.clock import FixedClock
 from tollgate.errors import InsufficientCredits, RateLimited
-from tollgate.identity.models import Caller, Role
+from tollgate.identity.models import Caller, Org, Role
 from tollgate.metering.models import ReservationStatus, Usage
 from tollgate.metering.pricing import FeatureRule, default_pricing
 from tollgate.metering.service import MeteringService
@@ -163,6 +164,7 @@ def _pk_sk(key: dict[str, Any]) -> dict[str, str]:
 def _prepare(bench: Bench, credits_for: int, hourly_limit: int) -> str:
     """Credits for exactly ``credits_for`` reservations; an hourly request limit of ``hourly_limit``."""
     bench.service.grant(bench.org_id, credits_for * PRICE, operation_id="seed")
+    DynamoIdentityStore(bench.table).put_org(Org(bench.org_id, "Concurrency", "free", NOW))
     bench.service.set_limit_overrides(
         bench.org_id, [LimitSpec(scope="org", metric="requests", window="hour", max=hourly_limit)]
     )

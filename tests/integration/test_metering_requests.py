@@ -31,6 +31,7 @@ TOKENS_KEY = f"C#d{START:%Y%m%d}#tokens#user#*#*#ann"
 
 def funded(m: Metering, credits: int = 1_000_000, hourly: int = 100) -> None:
     m.service.grant(ORG, credits, operation_id="seed")
+    m.create_org(ORG)
     m.service.set_limit_overrides(
         ORG,
         [

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tollgate import services
+from tollgate.aws.identity_store import DynamoIdentityStore
 from tollgate.aws.metering_store import DynamoMeteringStore
 from tollgate.clock import FixedClock
-from tollgate.identity.models import Caller, Role
+from tollgate.identity.models import Caller, Org, Role
 from tollgate.metering.pricing import default_pricing
 from tollgate.metering.service import MeteringService
 from tollgate.plans import load_plans
@@ -27,6 +28,10 @@ class Metering:
 
     def caller(self, org_id: str, user: str = "ann", plan: str = "starter") -> Caller:
         return Caller(key_id="key_test", user=user, role=Role.MEMBER, org_id=org_id, plan=plan)
+
+    def create_org(self, org_id: str, plan: str = "starter") -> None:
+        """The org's identity item (limit overrides live on it)."""
+        DynamoIdentityStore(services.table()).put_org(Org(org_id, org_id, plan, START))
 
     def counter(self, org_id: str, key: str) -> int:
         return self.store.counters(org_id, [key]).get(key, 0)

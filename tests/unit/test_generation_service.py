@@ -4,7 +4,7 @@ release, cache, record) is what is checked here; the API tests check the wiring.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,6 @@ from tollgate.generation.records import (
     RecordFilter,
     RecordPage,
     RequestStatus,
-    UsageLogEntry,
 )
 from tollgate.generation.registry import load_models
 from tollgate.generation.requests import ChatCompletionRequest, EmbeddingsRequest, GenerateRequest
@@ -39,6 +38,7 @@ from tollgate.providers.base import (
 from tollgate.providers.base import Usage as ReportedUsage
 from tollgate.providers.catalog import ProviderCatalog
 from tollgate.providers.errors import UpstreamError
+from tollgate.usage.log import UsageLogEntry
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 MEMBER = Caller(key_id="key_1", user="ann", role=Role.MEMBER, org_id="org_a", plan="starter")
@@ -88,24 +88,68 @@ class FakeMetering:
             charge.credits, charge, (), (), 0, NOW,
         )  # fmt: skip
 
-    def settle(self, org_id: str, reservation_id: str, actual: Usage) -> Settlement:
+    def settle(
+        self,
+        org_id: str,
+        reservation_id: str,
+        actual: Usage,
+        attach: Callable[[Settlement], Any] | None = None,
+    ) -> Settlement:
         self.calls.append(("settle", (reservation_id, actual)))
         feature = next(c[1][0] for c in self.calls if c[0] == "reserve" and c[1][2] == reservation_id)
         charge = default_pricing().charge(feature, actual)
-        return Settlement(reservation_id, org_id, charge, 0, charge.credits, 0, 0, 0, 0, NOW)
+        settlement = Settlement(reservation_id, org_id, charge, 0, charge.credits, 0, 0, 0, 0, NOW)
+        commit(attach(settlement) if attach else None)
+        return settlement
 
-    def release(self, org_id: str, reservation_id: str) -> Release:
+    def release(
+        self, org_id: str, reservation_id: str, attach: Callable[[Release], Any] | None = None
+    ) -> Release:
         self.calls.append(("release", reservation_id))
-        return Release(reservation_id, org_id, 0, 0, 0, NOW)
+        released = Release(reservation_id, org_id, 0, 0, 0, NOW)
+        commit(attach(released) if attach else None)
+        return released
+
+    def charge(
+        self,
+        caller: Caller,
+        feature: str,
+        usage: Usage,
+        reservation_id: str,
+        attach: Callable[[Settlement], Any] | None = None,
+    ) -> Settlement:
+        self.calls.append(("charge", (feature, usage, reservation_id)))
+        charge = default_pricing().charge(feature, usage)
+        settlement = Settlement(
+            reservation_id, caller.org_id or "", charge, 0, charge.credits, 0, 0, 0, 0, NOW
+        )
+        commit(attach(settlement) if attach else None)
+        return settlement
 
     def kinds(self) -> list[str]:
         return [name for name, _ in self.calls]
+
+
+@dataclass(frozen=True)
+class MemoryStaged:
+    """Staged writes of the memory store: applied when metering commits them."""
+
+    apply: Callable[[], None]
+    count: int = 2
+
+
+def commit(staged: MemoryStaged | None) -> None:
+    if staged is not None:
+        staged.apply()
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], GenerationRecord] = {}
         self.log: list[UsageLogEntry] = []
+
+    def stage(self, record: GenerationRecord, log: UsageLogEntry | None = None) -> MemoryStaged:
+        return MemoryStaged(lambda: self.save(record, log))
 
     def save(self, record: GenerationRecord, log: UsageLogEntry | None = None) -> None:
         self.records[(record.org_id, record.request_id)] = record
@@ -127,9 +171,6 @@ class MemoryStore:
             return None
         self.records[(org_id, request_id)] = replace(record, rating=rating)
         return self.records[(org_id, request_id)]
-
-    def logs(self, org_id: str, day: str) -> Sequence[UsageLogEntry]:
-        return [e for e in self.log if e.org_id == org_id]
 
 
 class MemoryCache:
@@ -209,7 +250,8 @@ def test_the_same_request_again_is_a_hit_without_the_provider(world: World) -> N
     assert outcome.record.cost_micro_usd == 0
     assert outcome.credits_charged == 0
     assert outcome.record.cached is True
-    # the hit is metered (limits count it) at the cache-hit price
+    # the hit is metered (limits count it) at the cache-hit price, in one step
+    assert world.metering.kinds() == ["reserve", "settle", "charge"]
     assert world.metering.calls[2][1][1].cache_hit is True
     assert world.store.log[-1].cache_hit is True
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tollgate.aws.idempotency_store import DynamoIdempotencyStore
     from tollgate.aws.identity_store import DynamoIdentityStore
     from tollgate.aws.secrets import ParameterSecrets
+    from tollgate.aws.usage_store import DynamoUsageLog
     from tollgate.credits.alerts import AlertPublisher
     from tollgate.credits.scheduled import ScheduledWork
     from tollgate.generation.service import GenerationService
@@ -158,6 +159,14 @@ def providers() -> ProviderCatalog:
 
 
 @cache
+def usage_log() -> DynamoUsageLog:
+    """The usage log every request leaves (S9)."""
+    from tollgate.aws.usage_store import DynamoUsageLog
+
+    return DynamoUsageLog(table(), timedelta(days=get_settings().usage_log_retention_days))
+
+
+@cache
 def generation() -> GenerationService:
     """Chat, completions and embeddings: checked, cached, charged and recorded."""
     from tollgate.aws.generation_store import DynamoGenerationStore
@@ -170,7 +179,7 @@ def generation() -> GenerationService:
     return GenerationService(
         providers(),
         metering(),
-        DynamoGenerationStore(table(), timedelta(days=settings.usage_log_retention_days)),
+        DynamoGenerationStore(table(), usage_log()),
         S3ResponseCache(settings.cache_bucket),
         load_models(),
         ContentLimits.from_settings(settings),
@@ -196,6 +205,7 @@ def reset() -> None:
         org_directory,
         scheduled_work,
         providers,
+        usage_log,
         generation,
         get_settings,
     ):

@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from tollgate.errors import Unauthorized
-from tollgate.identity.models import Caller, Role
+from tollgate.identity.models import Caller, OrgContext, Role
+
+
+def _org_to_json(org: OrgContext) -> str:
+    return json.dumps(
+        {
+            "plan": org.plan,
+            "billing_anchor_day": org.billing_anchor_day,
+            "settings": dict(org.settings),
+            "limit_overrides": [dict(spec) for spec in org.limit_overrides],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def _org_from_json(text: str) -> OrgContext | None:
+    try:
+        raw = json.loads(text)
+        return OrgContext(
+            plan=str(raw["plan"]),
+            billing_anchor_day=int(raw.get("billing_anchor_day", 1)),
+            settings=dict(raw.get("settings") or {}),
+            limit_overrides=tuple(dict(spec) for spec in raw.get("limit_overrides") or ()),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None  # functions then read the org themselves
 
 
 def caller_to_context(caller: Caller) -> dict[str, str]:
     """What the authorizer returns as its context (API Gateway allows only flat strings)."""
-    return {
+    context = {
         "key_id": caller.key_id,
         "user": caller.user,
         "role": caller.role.value,
         "org_id": caller.org_id or "",
         "plan": caller.plan or "",
     }
+    if caller.org is not None:
+        context["org"] = _org_to_json(caller.org)
+    return context
 
 
 def caller_from_context(context: Mapping[str, Any] | None) -> Caller:
@@ -34,4 +64,5 @@ def caller_from_context(context: Mapping[str, Any] | None) -> Caller:
         role=role,
         org_id=str(context.get("org_id") or "") or None,
         plan=str(context.get("plan") or "") or None,
+        org=_org_from_json(str(context["org"])) if context.get("org") else None,
     )

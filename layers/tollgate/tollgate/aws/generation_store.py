@@ -4,11 +4,12 @@ Items (see ``docs/generation.md``):
 
 - record: ``pk = ORG#<org>#REQ#<request id>``, ``sk = REQ``; listed newest first from gsi1 with
   ``gsi1pk = ORG#<org>#REQS``, ``gsi1sk = <created at, ms>#<request id>``. No TTL.
-- usage log entry: ``pk = ORG#<org>#LOG#<yyyy-mm-dd>``, ``sk = <at, ms>#<request id>``, with
-  ``expire_at`` (retention). One query reads an org's day in time order.
 
-A record and its log entry are written in one transaction (one AWS call). Structured fields
-(prompt, result, params, findings, error) are stored as JSON text; numbers are integers.
+A record is written with its usage log entry (``tollgate.aws.usage_store``), both staged for
+the settlement's transaction (``stage``) or on their own (``save``): one AWS call either way.
+Structured fields (prompt, result, params, findings, error) are stored as JSON text; numbers are
+integers. A record is kept under ``MAX_RECORD_BYTES``: DynamoDB refuses an item over 400 KB, and
+a refused record would take its settlement down with it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tollgate.aws.dynamodb import ConditionFailed, DynamoTable, Item, Write
+from tollgate.aws.dynamodb import ConditionFailed, DynamoStagedWrites, DynamoTable, Item, Write
+from tollgate.aws.usage_store import DynamoUsageLog, stamp
 from tollgate.clock import parse_iso
 from tollgate.errors import InvalidRequest
 from tollgate.generation.records import (
@@ -29,18 +29,15 @@ from tollgate.generation.records import (
     RecordFilter,
     RecordPage,
     RequestStatus,
-    UsageLogEntry,
 )
+from tollgate.usage.log import UsageLogEntry
 
 RECORD_SK = "REQ"
 GSI = "gsi1"
-DEFAULT_LOG_RETENTION = timedelta(days=90)
+MAX_RECORD_BYTES = 300_000
+"""What the JSON fields of a record may take together; the largest (prompt, result) give way."""
 _JSON_FIELDS = ("prompt", "params", "result", "error", "findings", "fallbacks")
-
-
-def stamp(moment: datetime) -> str:
-    """UTC ISO 8601 with milliseconds: sorts as text in time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+_SHRINKABLE = ("prompt", "result")
 
 
 def record_pk(org_id: str, request_id: str) -> str:
@@ -49,10 +46,6 @@ def record_pk(org_id: str, request_id: str) -> str:
 
 def records_gsi_pk(org_id: str) -> str:
     return f"ORG#{org_id}#REQS"
-
-
-def log_pk(org_id: str, day: str) -> str:
-    return f"ORG#{org_id}#LOG#{day}"
 
 
 def _dumps(value: Any) -> str:
@@ -90,6 +83,7 @@ def _record_item(record: GenerationRecord) -> Item:
         value = getattr(record, name)
         if value is not None and value != ():
             item[name] = _dumps(list(value) if isinstance(value, tuple) else value)
+    _bound_size(item)
     for name in ("template_id", "template_version", "parent_id"):
         if getattr(record, name) is not None:
             item[name] = getattr(record, name)
@@ -98,6 +92,20 @@ def _record_item(record: GenerationRecord) -> Item:
     if record.rating is not None:
         item["rating"] = _rating_json(record.rating)
     return item
+
+
+def _bound_size(item: Item) -> None:
+    """Keep the JSON fields under ``MAX_RECORD_BYTES``: the prompt (its hash stays) and then the
+    result are dropped for a marker, rather than the whole write failing."""
+
+    def size() -> int:
+        return sum(len(str(item[name]).encode("utf-8")) for name in _JSON_FIELDS if name in item)
+
+    for name in _SHRINKABLE:
+        if size() <= MAX_RECORD_BYTES:
+            return
+        if name in item:
+            item[name] = _dumps({"omitted": True, "reason": f"over {MAX_RECORD_BYTES} bytes"})
 
 
 def _rating_json(rating: Rating) -> str:
@@ -163,56 +171,6 @@ def _record_of(item: Item) -> GenerationRecord:
     )
 
 
-def _log_item(entry: UsageLogEntry, retention: timedelta) -> Item:
-    item: Item = {
-        "pk": log_pk(entry.org_id, entry.at.astimezone(UTC).strftime("%Y-%m-%d")),
-        "sk": f"{stamp(entry.at)}#{entry.request_id}",
-        "type": "usage_log",
-        "request_id": entry.request_id,
-        "org_id": entry.org_id,
-        "user": entry.user,
-        "key_id": entry.key_id,
-        "model": entry.model,
-        "provider": entry.provider,
-        "feature": entry.feature,
-        "kind": entry.kind,
-        "input_tokens": entry.input_tokens,
-        "output_tokens": entry.output_tokens,
-        "cost_micro_usd": entry.cost_micro_usd,
-        "credits": entry.credits,
-        "latency_ms": entry.latency_ms,
-        "cache_hit": entry.cache_hit,
-        "status": entry.status.value,
-        "at": stamp(entry.at),
-        "expire_at": int((entry.at + retention).timestamp()),
-    }
-    if entry.error_class:
-        item["error_class"] = entry.error_class
-    return item
-
-
-def _log_of(item: Item) -> UsageLogEntry:
-    return UsageLogEntry(
-        request_id=str(item["request_id"]),
-        org_id=str(item["org_id"]),
-        user=str(item["user"]),
-        key_id=str(item.get("key_id", "")),
-        model=str(item["model"]),
-        provider=str(item["provider"]),
-        feature=str(item["feature"]),
-        kind=str(item.get("kind", "")),
-        input_tokens=int(item.get("input_tokens", 0)),
-        output_tokens=int(item.get("output_tokens", 0)),
-        cost_micro_usd=int(item.get("cost_micro_usd", 0)),
-        credits=int(item.get("credits", 0)),
-        latency_ms=int(item.get("latency_ms", 0)),
-        cache_hit=bool(item.get("cache_hit", False)),
-        status=RequestStatus(str(item["status"])),
-        error_class=item.get("error_class"),
-        at=parse_iso(str(item["at"])),
-    )
-
-
 def _encode_cursor(org_id: str, key: Item | None) -> str | None:
     if key is None:
         return None
@@ -236,15 +194,16 @@ def _decode_cursor(org_id: str, cursor: str) -> Item:
 class DynamoGenerationStore:
     """``GenerationStore`` over the Tollgate table."""
 
-    def __init__(self, table: DynamoTable, log_retention: timedelta = DEFAULT_LOG_RETENTION) -> None:
+    def __init__(self, table: DynamoTable, usage_log: DynamoUsageLog) -> None:
         self._table = table
-        self._retention = log_retention
+        self._usage_log = usage_log
+
+    def stage(self, record: GenerationRecord, log: UsageLogEntry | None = None) -> DynamoStagedWrites:
+        staged = DynamoStagedWrites((Write("Put", item=_record_item(record)),))
+        return staged + self._usage_log.stage(log) if log is not None else staged
 
     def save(self, record: GenerationRecord, log: UsageLogEntry | None = None) -> None:
-        writes = [Write("Put", item=_record_item(record))]
-        if log is not None:
-            writes.append(Write("Put", item=_log_item(log, self._retention)))
-        self._table.transact(writes)
+        self._table.transact(self.stage(record, log).writes)
 
     def get(self, org_id: str, request_id: str) -> GenerationRecord | None:
         item = self._table.get(record_pk(org_id, request_id), RECORD_SK, consistent=False)
@@ -288,7 +247,3 @@ class DynamoGenerationStore:
         except ConditionFailed:
             return None
         return _record_of(item)
-
-    def logs(self, org_id: str, day: str) -> Sequence[UsageLogEntry]:
-        items = self._table.query_all("pk = :pk", values={":pk": log_pk(org_id, day)})
-        return [_log_of(item) for item in items]

@@ -37,6 +37,7 @@ def org_to_item(org: Org) -> dict[str, Any]:
         "created_at": iso(org.created_at),
         "billing_anchor_day": org.billing_anchor_day,
         "settings": json.dumps(org.settings, sort_keys=True),
+        "limit_overrides": json.dumps([dict(spec) for spec in org.limit_overrides], sort_keys=True),
         # Every org on one index partition, so scheduled work can list them without a scan.
         "gsi1pk": "ORGS",
         "gsi1sk": org.org_id,
@@ -51,6 +52,7 @@ def org_from_item(item: dict[str, Any]) -> Org:
         created_at=parse_iso(item["created_at"]),
         billing_anchor_day=int(item.get("billing_anchor_day", 1)),
         settings=json.loads(item.get("settings") or "{}"),
+        limit_overrides=tuple(json.loads(item.get("limit_overrides") or "[]")),
     )
 
 

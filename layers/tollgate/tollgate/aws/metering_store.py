@@ -2,14 +2,14 @@
 
 Items (single table; documented in docs/metering.md):
 - account:     pk=ACCT#<org>         sk=ACCOUNT            balance, held, seq, lots (map), alert state
-- limits:      pk=ACCT#<org>         sk=LIMITS             the org's limit overrides (JSON)
 - operation:   pk=ACCT#<org>         sk=OP#<operation>     once-only marker (grant, renewal, adjustment)
 - purchase:    pk=ACCT#<org>         sk=PURCHASE#<id>      gsi1pk=PURCHASES#<org> gsi1sk=<created>#<id>
 - entry:       pk=LEDGER#<org>       sk=ENTRY#<seq:012d>   append-only
 - reservation: pk=RES#<org>#<id>     sk=RES                gsi1pk=HELD#<org> gsi1sk=<created>#<id> while held
 - counter:     pk=QUOTA#<org>        sk=C#<window>#<metric>#<scope>#<kind>#<provider>#<subject>
 - alert:       pk=ALERTS#<org>       sk=ALERT#<alert id>   gsi1pk=ALERTS#UNPUBLISHED until published
-- org (read only, identity's item): pk=ORG#<org> sk=ORG
+- org (identity's item): pk=ORG#<org> sk=ORG: read for the plan and billing anchor; metering
+  owns its ``limit_overrides`` attribute (JSON list of ``LimitSpec``)
 
 Every commit is one ``TransactWriteItems``: moto ignores ClientRequestToken, so idempotency
 rests on the explicit items written with ``attribute_not_exists`` in the same transaction.
@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from tollgate.aws.dynamodb import (
     ConditionFailed,
+    DynamoStagedWrites,
     DynamoTable,
     Item,
     TransactionCancelled,
@@ -67,6 +68,7 @@ from tollgate.metering.ports import (
     OrgProfile,
     PurchaseExists,
     ReservationExists,
+    StagedWriteRefused,
 )
 from tollgate.plans import LimitSpec
 
@@ -88,10 +90,6 @@ _THROTTLED = {
 
 def account_key(org_id: str) -> Item:
     return {"pk": f"ACCT#{org_id}", "sk": "ACCOUNT"}
-
-
-def limits_key(org_id: str) -> Item:
-    return {"pk": f"ACCT#{org_id}", "sk": "LIMITS"}
 
 
 def operation_key(org_id: str, operation_id: str) -> Item:
@@ -453,7 +451,7 @@ class DynamoMeteringStore:
         purchase_id: str | None = None,
         operation_id: str | None = None,
     ) -> MeteringSnapshot:
-        keys = [account_key(org_id), limits_key(org_id), org_key(org_id)]
+        keys = [account_key(org_id), org_key(org_id)]
         if reservation_id is not None:
             keys.append(reservation_key(org_id, reservation_id))
         if purchase_id is not None:
@@ -463,11 +461,10 @@ class DynamoMeteringStore:
         found = self._batch_get(keys)
         account_item = found.get(_k(account_key(org_id)))
         org_item = found.get(_k(org_key(org_id)))
-        limits_item = found.get(_k(limits_key(org_id)))
         profile = OrgProfile(
             plan=org_item.get("plan") if org_item else None,
             billing_anchor_day=int(org_item.get("billing_anchor_day", 1)) if org_item else 1,
-            limit_overrides=_overrides_from(limits_item.get("overrides") if limits_item else None),
+            limit_overrides=_overrides_from(org_item.get("limit_overrides") if org_item else None),
             exists=org_item is not None,
         )
         reservation = purchase = operation = None
@@ -567,7 +564,17 @@ class DynamoMeteringStore:
 
     def save_limit_overrides(self, org_id: str, overrides: Sequence[LimitSpec]) -> None:
         text = json.dumps([spec.model_dump(mode="json") for spec in overrides], sort_keys=True)
-        self._table.put({**limits_key(org_id), "type": "limits", "org_id": org_id, "overrides": text})
+        key = org_key(org_id)
+        try:
+            self._table.update(
+                key["pk"],
+                key["sk"],
+                "SET limit_overrides = :overrides",
+                condition="attribute_exists(pk)",
+                values={":overrides": text},
+            )
+        except ConditionFailed:
+            raise NotFound(f"No organization {org_id!r}") from None
 
     # the write
 
@@ -627,6 +634,11 @@ class DynamoMeteringStore:
             add("entry", put(entry_to_item(entry), "attribute_not_exists(pk)"))
         for alert in commit.alerts:
             add("alert", put(alert_to_item(alert), "attribute_not_exists(pk)"))
+        for staged in commit.staged:
+            if not isinstance(staged, DynamoStagedWrites):
+                raise TypeError(f"cannot commit {type(staged).__name__} in a DynamoDB transaction")
+            for write in staged.writes:
+                add("staged", write)
         if not writes:
             return
         try:
@@ -706,6 +718,10 @@ def _why(cancelled: TransactionCancelled, roles: Sequence[tuple[str, str]]) -> E
             return PurchaseExists(purchase_from_item(item))
         if role == "operation" and item is not None:
             return OperationDone(dict(item.get("result") or {}))
+    if any(role == "staged" for role, _, _ in failed):
+        # Another store's write refused its own condition: nothing was written, and retrying
+        # would not change it. A bug of the caller, never a client error.
+        return StagedWriteRefused(str(cancelled.reasons))
     limits = {ref: int(item.get("used", 0)) if item else 0 for role, ref, item in failed if role == "counter"}
     if limits:
         return LimitReached(limits)

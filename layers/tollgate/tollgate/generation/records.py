@@ -1,19 +1,20 @@
 """Generation request records (S6) and usage log entries (S9), and the ports that keep them.
 
 A record is what ``GET /v1/requests/{id}`` shows: one per generation request, with its status
-(pending -> processing -> completed | failed), what it cost and what it answered. A usage log
-entry is the smaller line every request leaves, cached or not, failed or not, that analytics
-read (``docs/generation.md`` has the table layout). Money is integers: provider cost in
-micro-USD, credits in units of 1/10,000 credit.
+(pending -> processing -> completed | failed), what it cost and what it answered. Each is
+written with its usage log entry (``tollgate.usage.log``); ``docs/generation.md`` has the table
+layout. Money is integers: provider cost in micro-USD, credits in units of 1/10,000 credit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
+
+from tollgate.staging import StagedWrites
+from tollgate.usage.log import UsageLogEntry
 
 
 class RequestStatus(StrEnum):
@@ -69,29 +70,6 @@ class GenerationRecord:
 
 
 @dataclass(frozen=True)
-class UsageLogEntry:
-    """One line of the usage log (S9): every request leaves exactly one."""
-
-    request_id: str
-    org_id: str
-    user: str
-    key_id: str
-    model: str
-    provider: str
-    feature: str
-    kind: str
-    input_tokens: int
-    output_tokens: int
-    cost_micro_usd: int
-    credits: int
-    latency_ms: int
-    cache_hit: bool
-    status: RequestStatus
-    error_class: str | None
-    at: datetime
-
-
-@dataclass(frozen=True)
 class RecordFilter:
     """What ``GET /v1/requests`` may narrow by. ``user`` is forced for members."""
 
@@ -110,8 +88,13 @@ class RecordPage:
 class GenerationStore(Protocol):
     """Where records and usage log entries live (``tollgate.aws.generation_store``)."""
 
+    def stage(self, record: GenerationRecord, log: UsageLogEntry | None = None) -> StagedWrites:
+        """The writes of the record (create or replace) and its usage log entry, for the
+        settlement's transaction."""
+        ...
+
     def save(self, record: GenerationRecord, log: UsageLogEntry | None = None) -> None:
-        """Write the record (create or replace) and, when given, its usage log entry, together."""
+        """Write the record and, when given, its usage log entry, together, now."""
         ...
 
     def get(self, org_id: str, request_id: str) -> GenerationRecord | None: ...
@@ -122,10 +105,6 @@ class GenerationStore(Protocol):
 
     def rate(self, org_id: str, request_id: str, rating: Rating) -> GenerationRecord | None:
         """Set the rating of an existing record; ``None`` when there is no such record."""
-        ...
-
-    def logs(self, org_id: str, day: str) -> Sequence[UsageLogEntry]:
-        """The usage log entries of one UTC day (``yyyy-mm-dd``), oldest first."""
         ...
 
 

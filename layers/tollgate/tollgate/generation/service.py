@@ -9,11 +9,13 @@ For every request, in this order:
    request id as the reservation id: limits, quotas and credits are checked here;
 4. the provider call, walking the model's fallback chain;
 5. ``settle`` with the actual usage (the provider's figures, else our own count), or
-   ``release`` on any failure (nothing charged);
-6. store the answer in the cache; write the request record and its usage log entry.
+   ``release`` on any failure (nothing charged); the request record and its usage log entry
+   are written in that same transaction (``attach``), so a charge never lacks its record;
+6. store the answer in the cache.
 
-A cache hit is reserved and settled too (at the feature's cache-hit price, free by default) so
-it counts in rate limits like any request. No boto3 here: the stores are ports.
+A cache hit is charged in one step (``MeteringService.charge``: counted in the rate limits,
+priced at the feature's cache-hit rule, free by default, recorded in the same write). No boto3
+here: the stores are ports.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
@@ -47,7 +49,6 @@ from tollgate.generation.records import (
     RecordPage,
     RequestStatus,
     ResponseCache,
-    UsageLogEntry,
 )
 from tollgate.generation.registry import ModelRegistry, ModelSpec, ResolvedChain
 from tollgate.generation.requests import (
@@ -62,7 +63,9 @@ from tollgate.metering.models import Release, Reservation, Settlement, Usage
 from tollgate.providers.base import ChatMessage, ChatRequest, Provider
 from tollgate.providers.catalog import ProviderCatalog
 from tollgate.providers.errors import UpstreamError
+from tollgate.staging import StagedWrites
 from tollgate.tokens import count_tokens
+from tollgate.usage.log import UsageLogEntry, UsageStatus
 
 logger = Logger()
 
@@ -84,9 +87,29 @@ class Metering(Protocol):
 
     def reserve(self, caller: Caller, feature: str, estimate: Usage, reservation_id: str) -> Reservation: ...
 
-    def settle(self, org_id: str, reservation_id: str, actual: Usage) -> Settlement: ...
+    def settle(
+        self,
+        org_id: str,
+        reservation_id: str,
+        actual: Usage,
+        attach: Callable[[Settlement], StagedWrites | None] | None = None,
+    ) -> Settlement: ...
 
-    def release(self, org_id: str, reservation_id: str) -> Release: ...
+    def release(
+        self,
+        org_id: str,
+        reservation_id: str,
+        attach: Callable[[Release], StagedWrites | None] | None = None,
+    ) -> Release: ...
+
+    def charge(
+        self,
+        caller: Caller,
+        feature: str,
+        usage: Usage,
+        reservation_id: str,
+        attach: Callable[[Settlement], StagedWrites | None] | None = None,
+    ) -> Settlement: ...
 
 
 @dataclass(frozen=True)
@@ -431,7 +454,7 @@ class GenerationService:
         only its hash) and its usage log entry, then the caller raises."""
         started = self._timer()
         base = self._base_record(ctx, kind, chain, feature, prompt, {}, keep_prompt=False)
-        self._fail(base, exc, started, 0.0)
+        self._record_failure(self._failed(base, exc, started, 0.0))
 
     def _run(self, ctx: RequestContext, job: _Prepared) -> Outcome:
         started = self._timer()
@@ -461,20 +484,44 @@ class GenerationService:
         try:
             self._metering.reserve(ctx.caller, job.feature, estimate, ctx.request_id)
         except TollgateError as exc:  # refused (402, 429, unknown feature): logged, nothing held
-            self._fail(base, exc, started, 0.0)
+            self._record_failure(self._failed(base, exc, started, 0.0))
             raise
         provider_started = self._timer()
         try:
             answered = call_with_fallback(job.chain, self._providers, job.invoke)
         except Exception as exc:
-            provider_seconds = self._timer() - provider_started
-            self._metering.release(org_id, ctx.request_id)
-            self._fail(base, exc, started, provider_seconds)
+            failed = self._failed(base, exc, started, self._timer() - provider_started)
+            self._release_with(org_id, ctx.request_id, failed)
             raise
         provider_seconds = self._timer() - provider_started
         answer = answered.value
         spec = answered.model
         provider_name, model_name = _split(spec.name)
+        total = self._timer() - started
+        done = replace(
+            base,
+            model=spec.name,
+            provider=spec.provider,
+            status=RequestStatus.COMPLETED,
+            result=_record_body(job.kind, answer.body),
+            input_tokens=answer.input_tokens,
+            output_tokens=answer.output_tokens,
+            latency_ms=_ms(total),
+            overhead_ms=_ms(total - provider_seconds),
+            fallbacks=tuple(
+                {"model": f.model, "code": f.code, "provider_status": f.status} for f in answered.failed
+            ),
+            completed_at=self._clock.now(),
+        )
+
+        def charged(settlement: Settlement) -> GenerationRecord:
+            return replace(
+                done,
+                cost_micro_usd=settlement.actual.cost_micro_usd,
+                credits_charged=settlement.charged_credits,
+            )
+
+        # The record and its usage log entry are written in the settlement's own transaction.
         settlement = self._metering.settle(
             org_id,
             ctx.request_id,
@@ -484,6 +531,7 @@ class GenerationService:
                 input_tokens=answer.input_tokens,
                 output_tokens=answer.output_tokens,
             ),
+            attach=lambda settled: self._stage(charged(settled)),
         )
         if digest is not None:
             stored = {
@@ -493,25 +541,7 @@ class GenerationService:
             }
             ttl = cache_ttl(job.kind, job.cache_options)
             self._cache.put(job.kind, org_id, digest, stored, ttl, now)
-        total = self._timer() - started
-        record = replace(
-            base,
-            model=spec.name,
-            provider=spec.provider,
-            status=RequestStatus.COMPLETED,
-            result=_record_body(job.kind, answer.body),
-            input_tokens=answer.input_tokens,
-            output_tokens=answer.output_tokens,
-            cost_micro_usd=settlement.actual.cost_micro_usd,
-            credits_charged=settlement.charged_credits,
-            latency_ms=_ms(total),
-            overhead_ms=_ms(total - provider_seconds),
-            fallbacks=tuple(
-                {"model": f.model, "code": f.code, "provider_status": f.status} for f in answered.failed
-            ),
-            completed_at=self._clock.now(),
-        )
-        self._store.save(record, self._log_entry(record))
+        record = charged(settlement)
         return Outcome(record, answer.body, False, settlement.charged_credits, record.overhead_ms)
 
     def _answer_from_cache(
@@ -533,15 +563,9 @@ class GenerationService:
             output_tokens=output_tokens,
             cache_hit=True,
         )
-        try:
-            self._metering.reserve(ctx.caller, job.feature, usage, ctx.request_id)
-        except TollgateError as exc:
-            self._fail(base, exc, started, 0.0)
-            raise
-        settlement = self._metering.settle(base.org_id, ctx.request_id, usage)
         body = {k: v for k, v in cached.items() if k not in ("input_tokens", "output_tokens")}
         total = _ms(self._timer() - started)
-        record = replace(
+        hit = replace(
             base,
             model=model,
             provider=provider_name,
@@ -550,16 +574,32 @@ class GenerationService:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost_micro_usd=0,
-            credits_charged=settlement.charged_credits,
             latency_ms=total,
             overhead_ms=total,
             cached=True,
             completed_at=self._clock.now(),
         )
-        self._store.save(record, self._log_entry(record))
+        # Counted in the limits and charged at the cache-hit price in one step, recorded with it.
+        try:
+            settlement = self._metering.charge(
+                ctx.caller,
+                job.feature,
+                usage,
+                ctx.request_id,
+                attach=lambda settled: self._stage(replace(hit, credits_charged=settled.charged_credits)),
+            )
+        except TollgateError as exc:
+            self._record_failure(self._failed(base, exc, started, 0.0))
+            raise
+        record = replace(hit, credits_charged=settlement.charged_credits)
         return Outcome(record, body, True, settlement.charged_credits, total)
 
-    def _fail(self, base: GenerationRecord, exc: Exception, started: float, provider_seconds: float) -> None:
+    def _stage(self, record: GenerationRecord) -> StagedWrites:
+        return self._store.stage(record, self._log_entry(record))
+
+    def _failed(
+        self, base: GenerationRecord, exc: Exception, started: float, provider_seconds: float
+    ) -> GenerationRecord:
         total = self._timer() - started
         error: dict[str, Any] = {"class": type(exc).__name__}
         if isinstance(exc, TollgateError):
@@ -568,7 +608,7 @@ class GenerationService:
                 error["provider"] = exc.provider
                 if exc.upstream_status is not None:
                     error["provider_status"] = exc.upstream_status
-        record = replace(
+        return replace(
             base,
             status=RequestStatus.FAILED,
             error=error,
@@ -576,9 +616,21 @@ class GenerationService:
             overhead_ms=_ms(total - provider_seconds),
             completed_at=self._clock.now(),
         )
+
+    def _release_with(self, org_id: str, request_id: str, failed: GenerationRecord) -> None:
+        """Release the reservation of a failed call, with its record in the same transaction.
+        The client must get the provider's error, not a storage one: if this fails, the
+        scheduler releases the stale hold later, and the record is tried on its own."""
+        try:
+            self._metering.release(org_id, request_id, attach=lambda _released: self._stage(failed))
+        except Exception:
+            logger.exception("could not release a failed generation request")
+            self._record_failure(failed)
+
+    def _record_failure(self, record: GenerationRecord) -> None:
         try:
             self._store.save(record, self._log_entry(record))
-        except Exception:  # the client must get the provider's error, not a storage one
+        except Exception:  # the client must get the real error, not a storage one
             logger.exception("could not record a failed generation request")
 
     def _log_entry(self, record: GenerationRecord) -> UsageLogEntry:
@@ -597,9 +649,11 @@ class GenerationService:
             credits=record.credits_charged,
             latency_ms=record.latency_ms,
             cache_hit=record.cached,
-            status=record.status,
+            status=UsageStatus(record.status.value),
             error_class=str(record.error["class"]) if record.error else None,
             at=record.completed_at or record.created_at,
+            template_id=record.template_id,
+            template_version=record.template_version,
         )
 
     # -- records -----------------------------------------------------------------------------
@@ -627,10 +681,6 @@ class GenerationService:
         if rated is None:
             raise NotFound(f"No request {request_id!r}")
         return rated
-
-    def log_day(self, org_id: str, day: datetime) -> tuple[UsageLogEntry, ...]:
-        """The usage log of one UTC day (tests, and analytics until S9 lands)."""
-        return tuple(self._store.logs(org_id, day.strftime("%Y-%m-%d")))
 
 
 __all__ = [

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Role(StrEnum):
@@ -21,6 +23,29 @@ class Org:
     created_at: datetime
     billing_anchor_day: int = 1
     settings: dict[str, object] = field(default_factory=dict)
+    # Limits that replace or extend the plan's (``LimitSpec`` as JSON; metering validates them).
+    limit_overrides: tuple[Mapping[str, Any], ...] = ()
+
+    def context(self) -> OrgContext:
+        return OrgContext(
+            plan=self.plan,
+            billing_anchor_day=self.billing_anchor_day,
+            settings=self.settings,
+            limit_overrides=self.limit_overrides,
+        )
+
+
+@dataclass(frozen=True)
+class OrgContext:
+    """What the authorizer read of the caller's org, handed to every function with the caller
+    so that the request path needs no read of the org: its plan, billing anchor day, settings
+    (content policy, whether prompts are kept, ...) and limit overrides. As fresh as the
+    authorizer's cache (``AuthorizerCacheTtl``)."""
+
+    plan: str
+    billing_anchor_day: int = 1
+    settings: Mapping[str, object] = field(default_factory=dict)
+    limit_overrides: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +80,7 @@ class Caller:
     role: Role
     org_id: str | None = None  # None for the platform admin
     plan: str | None = None
+    org: OrgContext | None = None  # None for the platform admin
 
     @property
     def is_admin(self) -> bool:

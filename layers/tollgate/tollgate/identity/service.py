@@ -80,16 +80,20 @@ class IdentityService:
             raise Unauthorized("This API key has been revoked")
         if record.expires_at is not None and record.expires_at <= now:
             raise Unauthorized("This API key has expired")
-        plan: str | None = None
+        org: Org | None = None
         if record.org_id is not None:
             org = self._store.get_org(record.org_id)
             if org is None:
                 raise Unauthorized("The organization of this API key no longer exists")
-            plan = org.plan
         if record.last_used_at is None or record.last_used_at < now - self._last_used_resolution:
             self._store.touch_key(record.key_id, now, now - self._last_used_resolution)
         return Caller(
-            key_id=record.key_id, user=record.user, role=record.role, org_id=record.org_id, plan=plan
+            key_id=record.key_id,
+            user=record.user,
+            role=record.role,
+            org_id=record.org_id,
+            plan=org.plan if org else None,
+            org=org.context() if org else None,
         )
 
     # -- organizations -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from tollgate.metering.models import (
     ReservationStatus,
 )
 from tollgate.plans import LimitSpec
+from tollgate.staging import StagedWrites
 
 # -- what a commit is made of ---------------------------------------------------------------
 
@@ -84,6 +85,7 @@ class MeteringCommit:
     new_purchase: Purchase | None = None
     purchase: PurchaseTransition | None = None
     operation: OperationMarker | None = None
+    staged: Sequence[StagedWrites] = ()  # other stores' writes that go with this step (a record)
 
 
 # -- why a commit did not happen --------------------------------------------------------------
@@ -92,6 +94,10 @@ class MeteringCommit:
 class CommitRaced(Exception):
     """Another writer changed the account, the reservation or the purchase since it was read:
     read again and retry. Never a reason to refuse a request."""
+
+
+class StagedWriteRefused(Exception):
+    """A write another store staged into the commit refused its condition: nothing happened."""
 
 
 class LimitReached(Exception):
@@ -147,6 +153,7 @@ class MeteringSnapshot:
     purchase: Purchase | None = None
     operation: Mapping[str, str | int] | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
+    read: bool = True  # False: assembled from what the service already knew, not read now
 
 
 class MeteringStore(Protocol):
@@ -164,7 +171,7 @@ class MeteringStore(Protocol):
 
     def commit(self, commit: MeteringCommit) -> None:
         """Write everything or nothing. Raises ``CommitRaced``, ``LimitReached``,
-        ``ReservationExists``, ``PurchaseExists`` or ``OperationDone``."""
+        ``ReservationExists``, ``PurchaseExists``, ``OperationDone`` or ``StagedWriteRefused``."""
         ...
 
     def counters(self, org_id: str, keys: Sequence[str]) -> dict[str, int]:
@@ -193,4 +200,6 @@ class MeteringStore(Protocol):
 
     def mark_alert_published(self, org_id: str, alert_id: str) -> None: ...
 
-    def save_limit_overrides(self, org_id: str, overrides: Sequence[LimitSpec]) -> None: ...
+    def save_limit_overrides(self, org_id: str, overrides: Sequence[LimitSpec]) -> None:
+        """Replace the org's limit overrides; ``NotFound`` when there is no such org."""
+        ...

@@ -17,11 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from tollgate.clock import Clock, SystemClock, iso
 from tollgate.errors import (
@@ -35,7 +37,7 @@ from tollgate.errors import (
 )
 from tollgate.identity.models import Caller
 from tollgate.ids import new_id
-from tollgate.metering.ledger import CaptureOutcome, LedgerPosting
+from tollgate.metering.ledger import CaptureOutcome, CreditAccount, LedgerPosting
 from tollgate.metering.limits import (
     ApplicableLimit,
     all_limits,
@@ -49,12 +51,14 @@ from tollgate.metering.models import (
     Alert,
     Availability,
     Balance,
+    Charge,
     CountedUsage,
     EntryKind,
     EntryPage,
     GrantResult,
     LedgerEntry,
     LimitStatus,
+    LotDraw,
     LotKind,
     LotView,
     Purchase,
@@ -87,13 +91,54 @@ from tollgate.metering.ports import (
 from tollgate.metering.pricing import FeatureRule, Pricing
 from tollgate.metering.windows import add_months, billing_cycle
 from tollgate.plans import Kind, LimitSpec, Plan, PlanCatalog
+from tollgate.staging import StagedWrites
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 COUNTER_GRACE = timedelta(days=1)  # a counter item lives this long after its window ends (TTL)
 MAX_ID_LENGTH = 200
 MAX_PAGE = 200
 DEFAULT_PLAN = "free"
+KNOWN_ORGS = 1024  # accounts remembered per process (the optimistic first attempt)
+KNOWN_RESERVATIONS = 1024  # reservations this process made and has not finished
+OPTIMISM_PAUSE_SECONDS = 10.0  # after a race, an org's steps read first for this long
+
+
+class _Unverified(Exception):
+    """A step would refuse on a state it did not read (the optimistic attempt): read, decide."""
+
+
+class _Recent(Generic[K, V]):
+    """A small LRU map, safe to share between threads."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+def _limit_overrides(raw: Sequence[Mapping[str, Any]]) -> tuple[LimitSpec, ...]:
+    return tuple(LimitSpec.model_validate(spec) for spec in raw)
 
 
 def _check_id(value: str, what: str) -> None:
@@ -135,6 +180,7 @@ class MeteringService:
         backoff_base: float = 0.01,
         backoff_cap: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._pricing = pricing
@@ -146,7 +192,13 @@ class MeteringService:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._random = random.Random()  # noqa: S311 - jitter, not a secret
+        self._monotonic = monotonic
         self.raced = 0  # commits that lost a race and were recomputed (for benchmarks)
+        # What this process last saw of each org's account, and the reservations it holds: the
+        # first attempt of a request-path step starts from them instead of a read (_snapshot).
+        self._known: _Recent[str, CreditAccount] = _Recent(KNOWN_ORGS)
+        self._held: _Recent[str, Reservation] = _Recent(KNOWN_RESERVATIONS)
+        self._contended: dict[str, float] = {}
 
     @property
     def pricing(self) -> Pricing:
@@ -173,31 +225,19 @@ class MeteringService:
         rule = self._pricing.features.resolve(feature)
         charge = self._pricing.charge(rule, estimate)
 
-        def attempt() -> Reservation:
+        def attempt(fresh: bool) -> Reservation:
             now = self._clock.now()
-            snapshot = self._store.load(org_id, reservation_id=reservation_id)
+            snapshot = self._snapshot(org_id, caller, fresh, reservation_id=reservation_id)
             if snapshot.reservation is not None:
                 return snapshot.reservation
-            limits = self._request_limits(snapshot.profile, caller, rule.kind, estimate.provider, now)
-            counted: list[CountedUsage] = []
-            changes: list[CounterChange] = []
-            for limit in limits:
-                amount = usage_amount(limit.spec.metric, charge)
-                if amount > limit.spec.max:
-                    used = self._store.counters(org_id, [limit.counter_key]).get(limit.counter_key, 0)
-                    raise self._limit_refusal([limit], {limit.counter_key: used}, now, too_big=True)
-                counted.append(CountedUsage(limit.counter_key, limit.spec.metric, amount, limit.window.end))
-                if amount:
-                    changes.append(
-                        CounterChange(
-                            limit.counter_key, amount, limit.spec.max, limit.window.end + COUNTER_GRACE
-                        )
-                    )
+            limits, counted, changes = self._count(snapshot.profile, caller, rule, estimate, charge, now)
             posting = LedgerPosting(snapshot.account, now)
             posting.expire_due()
             try:
                 draws = posting.hold(charge.credits, reservation_id)
             except CreditShortage as short:
+                if not snapshot.read:
+                    raise _Unverified from None  # refuse only on what a read says
                 raise self._shortage(short.needed, short.available) from None
             reservation = Reservation(
                 reservation_id=reservation_id,
@@ -208,40 +248,44 @@ class MeteringService:
                 held_credits=charge.credits,
                 estimate=charge,
                 draws=draws,
-                counted=tuple(counted),
+                counted=counted,
                 balance_after=posting.balance,
                 created_at=now,
                 pricing_rule=rule.model_dump(mode="json"),
             )
             try:
-                self._commit_posting(
-                    org_id,
-                    posting,
-                    counters=changes,
-                    new_reservation=reservation,
-                )
+                self._commit_posting(org_id, posting, counters=changes, new_reservation=reservation)
             except ReservationExists as replay:
                 return replay.existing
             except LimitReached as reached:
                 raise self._limit_refusal(limits, reached.used, now) from None
+            self._held.put(reservation_id, reservation)
             return reservation
 
-        return self._retrying(attempt)
+        return self._attempts(attempt)
 
-    def settle(self, org_id: str, reservation_id: str, actual: Usage) -> Settlement:
+    def settle(
+        self,
+        org_id: str,
+        reservation_id: str,
+        actual: Usage,
+        attach: Callable[[Settlement], StagedWrites | None] | None = None,
+    ) -> Settlement:
         """Charge the actual usage of a held reservation and give the rest back.
 
         The actual credits come from the feature's pricing rule. When they exceed the hold, the
         extra is taken from the balance as far as it goes (never below zero) and the remainder
         is reported as ``uncollected_credits``. Token and cost counters are moved to the actual
-        figures. Idempotent: settling twice returns the first settlement. ``Conflict`` if the
-        reservation was released; ``NotFound`` if there is no such reservation in this org.
+        figures. ``attach`` gives, for the settlement, what other stores write with it (the
+        request's record and usage log entry): all in one transaction. Idempotent: settling
+        twice returns the first settlement (and writes nothing). ``Conflict`` if the reservation
+        was released; ``NotFound`` if there is no such reservation in this org.
         """
         _check_id(reservation_id, "reservation id")
 
-        def attempt() -> Settlement:
+        def attempt(fresh: bool) -> Settlement:
             now = self._clock.now()
-            snapshot = self._store.load(org_id, reservation_id=reservation_id)
+            snapshot = self._snapshot(org_id, None, fresh, reservation_id=reservation_id, held=True)
             held = self._existing(snapshot, org_id, reservation_id)
             if held.status is ReservationStatus.SETTLED and held.settlement is not None:
                 return held.settlement  # settled before: act once
@@ -282,22 +326,31 @@ class MeteringService:
                     replace(held, status=ReservationStatus.SETTLED, settlement=settlement),
                     ReservationStatus.HELD,
                 ),
+                staged=attach(settlement) if attach else None,
             )
+            self._held.pop(reservation_id)
             return settlement
 
-        return self._retrying(attempt)
+        return self._attempts(attempt)
 
-    def release(self, org_id: str, reservation_id: str) -> Release:
+    def release(
+        self,
+        org_id: str,
+        reservation_id: str,
+        attach: Callable[[Release], StagedWrites | None] | None = None,
+    ) -> Release:
         """Give back everything a held reservation holds and un-count what it counted.
 
-        Idempotent: releasing twice returns the first release. ``Conflict`` if it was settled;
-        ``NotFound`` if there is no such reservation in this org.
+        ``attach`` gives what other stores write with the release (the failed request's record
+        and usage log entry), in the same transaction. Idempotent: releasing twice returns the
+        first release. ``Conflict`` if it was settled; ``NotFound`` if there is no such
+        reservation in this org.
         """
         _check_id(reservation_id, "reservation id")
 
-        def attempt() -> Release:
+        def attempt(fresh: bool) -> Release:
             now = self._clock.now()
-            snapshot = self._store.load(org_id, reservation_id=reservation_id)
+            snapshot = self._snapshot(org_id, None, fresh, reservation_id=reservation_id, held=True)
             held = self._existing(snapshot, org_id, reservation_id)
             if held.status is ReservationStatus.RELEASED and held.release is not None:
                 return held.release  # released before: act once
@@ -326,10 +379,175 @@ class MeteringService:
                     replace(held, status=ReservationStatus.RELEASED, release=released),
                     ReservationStatus.HELD,
                 ),
+                staged=attach(released) if attach else None,
             )
+            self._held.pop(reservation_id)
             return released
 
-        return self._retrying(attempt)
+        return self._attempts(attempt)
+
+    def charge(
+        self,
+        caller: Caller,
+        feature: str | FeatureRule,
+        usage: Usage,
+        reservation_id: str,
+        attach: Callable[[Settlement], StagedWrites | None] | None = None,
+    ) -> Settlement:
+        """Reserve and settle in one step, for an answer already in hand (a cache hit).
+
+        The request is counted in its limits and charged ``usage`` at once; the reservation is
+        written settled. When the charge is free (the default for cache hits) no credit moves,
+        so the account is not even read: one write in all. Refusals as ``reserve``; the same
+        ``reservation_id`` twice charges once and returns the first settlement.
+        """
+        org_id = self._org_of(caller)
+        _check_id(reservation_id, "reservation id")
+        rule = self._pricing.features.resolve(feature)
+        price = self._pricing.charge(rule, usage)
+
+        def attempt(fresh: bool) -> Settlement:
+            now = self._clock.now()
+            snapshot = (
+                self._snapshot(org_id, caller, fresh, reservation_id=reservation_id)
+                if price.credits or fresh or caller.org is None
+                else MeteringSnapshot(CreditAccount(org_id=org_id), self._caller_profile(caller), read=False)
+            )
+            if snapshot.reservation is not None:
+                return self._replayed_settlement(snapshot.reservation)
+            limits, counted, changes = self._count(snapshot.profile, caller, rule, usage, price, now)
+            posting = LedgerPosting(snapshot.account, now)
+            draws: tuple[LotDraw, ...] = ()
+            outcome = CaptureOutcome(0, 0, 0, 0)
+            if price.credits:
+                posting.expire_due()
+                try:
+                    draws = posting.hold(price.credits, reservation_id)
+                except CreditShortage as short:
+                    if not snapshot.read:
+                        raise _Unverified from None
+                    raise self._shortage(short.needed, short.available) from None
+                outcome = posting.capture(draws, price.credits, reservation_id)
+            settlement = Settlement(
+                reservation_id=reservation_id,
+                org_id=org_id,
+                actual=price,
+                held_credits=price.credits,
+                charged_credits=outcome.charged,
+                released_credits=outcome.released,
+                uncollected_credits=outcome.uncollected,
+                forfeited_credits=outcome.forfeited,
+                balance_after=posting.balance,
+                settled_at=now,
+            )
+            reservation = Reservation(
+                reservation_id=reservation_id,
+                org_id=org_id,
+                user=caller.user,
+                feature=rule.name,
+                status=ReservationStatus.SETTLED,
+                held_credits=price.credits,
+                estimate=price,
+                draws=draws,
+                counted=counted,
+                balance_after=posting.balance,
+                created_at=now,
+                settlement=settlement,
+                pricing_rule=rule.model_dump(mode="json"),
+            )
+            try:
+                self._commit_posting(
+                    org_id,
+                    posting,
+                    counters=changes,
+                    new_reservation=reservation,
+                    staged=attach(settlement) if attach else None,
+                )
+            except ReservationExists as replay:
+                return self._replayed_settlement(replay.existing)
+            except LimitReached as reached:
+                raise self._limit_refusal(limits, reached.used, now) from None
+            return settlement
+
+        return self._attempts(attempt)
+
+    def _count(
+        self,
+        profile: OrgProfile,
+        caller: Caller,
+        rule: FeatureRule,
+        usage: Usage,
+        charge: Charge,
+        now: datetime,
+    ) -> tuple[list[ApplicableLimit], tuple[CountedUsage, ...], list[CounterChange]]:
+        """The limits a request counts in, what it counts, and the bounded counter writes.
+        A request bigger than a limit on its own is refused here (nothing could ever fit it)."""
+        assert caller.org_id is not None
+        limits = self._request_limits(profile, caller, rule.kind, usage.provider, now)
+        counted: list[CountedUsage] = []
+        changes: list[CounterChange] = []
+        for limit in limits:
+            amount = usage_amount(limit.spec.metric, charge)
+            if amount > limit.spec.max:
+                used = self._store.counters(caller.org_id, [limit.counter_key]).get(limit.counter_key, 0)
+                raise self._limit_refusal([limit], {limit.counter_key: used}, now, too_big=True)
+            counted.append(CountedUsage(limit.counter_key, limit.spec.metric, amount, limit.window.end))
+            if amount:
+                changes.append(
+                    CounterChange(limit.counter_key, amount, limit.spec.max, limit.window.end + COUNTER_GRACE)
+                )
+        return limits, tuple(counted), changes
+
+    @staticmethod
+    def _replayed_settlement(reservation: Reservation) -> Settlement:
+        if reservation.settlement is None:
+            raise Conflict(f"Reservation {reservation.reservation_id} is {reservation.status.value}")
+        return reservation.settlement
+
+    def _snapshot(
+        self,
+        org_id: str,
+        caller: Caller | None,
+        fresh: bool,
+        *,
+        reservation_id: str,
+        held: bool = False,
+    ) -> MeteringSnapshot:
+        """The state a request-path step starts from. Optimistically (``fresh`` False), what this
+        process last saw of the account, the caller's org context, and (``held``) the
+        reservation it made itself, with no read at all: the commit's conditions (the account's
+        sequence, the reservation's status or absence) reject anything stale, and the retry
+        reads. Otherwise one consistent read."""
+        if not fresh and not self._optimism_paused(org_id):
+            account = self._known.get(org_id)
+            if account is not None:
+                if held:
+                    reservation = self._held.get(reservation_id)
+                    if reservation is not None:
+                        profile = OrgProfile(plan=None, exists=True)  # settle and release use no limits
+                        return MeteringSnapshot(account, profile, reservation=reservation, read=False)
+                elif caller is not None and caller.org is not None:
+                    return MeteringSnapshot(account, self._caller_profile(caller), read=False)
+        snapshot = self._store.load(org_id, reservation_id=reservation_id)
+        self._known.put(org_id, snapshot.account)
+        if caller is not None and caller.org is not None:
+            snapshot = replace(snapshot, profile=self._caller_profile(caller))
+        return snapshot
+
+    def _caller_profile(self, caller: Caller) -> OrgProfile:
+        """The org's metering profile as the authorizer handed it over."""
+        org = caller.org
+        assert org is not None
+        return OrgProfile(
+            plan=org.plan,
+            billing_anchor_day=org.billing_anchor_day,
+            limit_overrides=_limit_overrides(org.limit_overrides),
+            exists=True,
+        )
+
+    def _optimism_paused(self, org_id: str) -> bool:
+        until = self._contended.get(org_id)
+        return until is not None and until > self._monotonic()
 
     def release_stale(self, org_id: str, older_than: datetime) -> StaleSweep:
         """Release every reservation of the org still held and created before ``older_than``
@@ -360,7 +578,8 @@ class MeteringService:
         charge = self._pricing.charge(rule, estimate)
         now = self._clock.now()
         snapshot = self._store.load(org_id)
-        limits = self._request_limits(snapshot.profile, caller, rule.kind, estimate.provider, now)
+        profile = self._caller_profile(caller) if caller.org is not None else snapshot.profile
+        limits = self._request_limits(profile, caller, rule.kind, estimate.provider, now)
         used = self._store.counters(org_id, [limit.counter_key for limit in limits])
         statuses = tuple(self._status(limit, used.get(limit.counter_key, 0)) for limit in limits)
         blocked = [
@@ -392,7 +611,7 @@ class MeteringService:
         """Every limit that applies to the caller (plan + org overrides), with used and reset time."""
         org_id = self._org_of(caller)
         now = self._clock.now()
-        profile = self._store.load(org_id).profile
+        profile = self._caller_profile(caller) if caller.org is not None else self._store.load(org_id).profile
         limits = all_limits(
             self._limit_specs(profile, caller.plan),
             org_id=org_id,
@@ -763,10 +982,19 @@ class MeteringService:
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` until it is not raced, with full-jitter exponential backoff."""
+        return self._attempts(lambda fresh: attempt())
+
+    def _attempts(self, attempt: Callable[[bool], T]) -> T:
+        """Run ``attempt(fresh)``: first optimistically (``fresh`` False), then from a read
+        after a race (with full-jitter exponential backoff) or an unverified refusal."""
+        fresh = False
         for tries in range(self._max_attempts):
             try:
-                return attempt()
+                return attempt(fresh)
+            except _Unverified:
+                fresh = True
             except CommitRaced:
+                fresh = True
                 self.raced += 1
                 ceiling = min(self._backoff_cap, self._backoff_base * (2 ** min(tries, 16)))
                 self._sleep(self._random.uniform(0, ceiling))
@@ -814,21 +1042,32 @@ class MeteringService:
         reservation: ReservationTransition | None = None,
         purchase: PurchaseTransition | None = None,
         operation: OperationMarker | None = None,
+        staged: StagedWrites | None = None,
     ) -> None:
-        """Write one ledger posting (account, entries, alerts) with what moves beside it."""
-        self._store.commit(
-            MeteringCommit(
-                org_id,
-                account=self._account_change(posting),
-                entries=posting.entries,
-                alerts=posting.alerts,
-                counters=counters,
-                new_reservation=new_reservation,
-                reservation=reservation,
-                purchase=purchase,
-                operation=operation,
+        """Write one ledger posting (account, entries, alerts) with what moves beside it, and
+        remember the account it leaves (or forget it, when the commit lost a race)."""
+        change = self._account_change(posting)
+        try:
+            self._store.commit(
+                MeteringCommit(
+                    org_id,
+                    account=change,
+                    entries=posting.entries,
+                    alerts=posting.alerts,
+                    counters=counters,
+                    new_reservation=new_reservation,
+                    reservation=reservation,
+                    purchase=purchase,
+                    operation=operation,
+                    staged=(staged,) if staged is not None else (),
+                )
             )
-        )
+        except CommitRaced:
+            self._known.pop(org_id)
+            self._contended[org_id] = self._monotonic() + OPTIMISM_PAUSE_SECONDS
+            raise
+        if change is not None:
+            self._known.put(org_id, change.after)
 
     @staticmethod
     def _account_change(posting: LedgerPosting) -> AccountChange | None:

@@ -1,0 +1,71 @@
+"""The usage log (S9): one entry for every request, cached or not, failed or not.
+
+An entry is the line analytics read: who, which model and feature, tokens, provider cost,
+credits, latency, cache hit, status and error class. Entries expire after the retention period
+(``USAGE_LOG_RETENTION_DAYS``); the table layout is in ``docs/generation.md``. Money is
+integers: provider cost in micro-USD, credits in units of 1/10,000 credit.
+
+Entries are written with what they describe: a generation's entry is staged with its record
+and committed in the same transaction as its settlement (``tollgate.staging``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from tollgate.staging import StagedWrites
+
+
+class UsageStatus(StrEnum):
+    """How a request ended (the values of ``RequestStatus`` that a log entry can have)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class UsageLogEntry:
+    """One line of the usage log: every request leaves exactly one."""
+
+    request_id: str
+    org_id: str
+    user: str
+    key_id: str
+    model: str
+    provider: str
+    feature: str
+    kind: str
+    input_tokens: int
+    output_tokens: int
+    cost_micro_usd: int
+    credits: int
+    latency_ms: int
+    cache_hit: bool
+    status: UsageStatus
+    error_class: str | None
+    at: datetime
+    template_id: str | None = None
+    template_version: int | None = None
+
+
+class UsageLog(Protocol):
+    """Where usage log entries live (``tollgate.aws.usage_store``)."""
+
+    def stage(self, entry: UsageLogEntry) -> StagedWrites:
+        """The writes that record ``entry``, for another store's transaction."""
+        ...
+
+    def write(self, entry: UsageLogEntry) -> None:
+        """Record ``entry`` on its own (when there is no transaction to join)."""
+        ...
+
+    def day(self, org_id: str, day: str) -> Sequence[UsageLogEntry]:
+        """The entries of one UTC day (``yyyy-mm-dd``), oldest first."""
+        ...
+
+
+__all__ = ["UsageLog", "UsageLogEntry", "UsageStatus"]
