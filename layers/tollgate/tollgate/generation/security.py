@@ -267,6 +267,11 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
         ),
     ),
 )
+# One search for "could any rule match here at all": most prompts match none, and one pass of
+# an alternation costs far less than a pass per rule. Only then is each rule run.
+_ANY_RULE = re.compile(
+    "|".join(f"(?:{pattern.pattern})" for pattern in (_OVERRIDE, *(rule for _, _, rule in _RULES))), _I | re.M
+)
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _TAG_CHARACTERS = re.compile("[\U000e0000-\U000e007f]")
 _ENCODED_BLOB = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
@@ -283,14 +288,15 @@ def detect_injection(text: str) -> InjectionVerdict:
         if span is not None:
             spans.append(span)
 
-    for match in _OVERRIDE.finditer(text):
-        strong = bool(_STRONG_QUANT.search(match.group("quant"))) or bool(
-            _FOLLOW_UP.match(text[match.end() :])
-        )
-        hit("instruction_override", 0.85 if strong else 0.45, match.span())
-    for reason, weight, pattern in _RULES:
-        for match in pattern.finditer(text):
-            hit(reason, weight, match.span())
+    if _ANY_RULE.search(text):
+        for match in _OVERRIDE.finditer(text):
+            strong = bool(_STRONG_QUANT.search(match.group("quant"))) or bool(
+                _FOLLOW_UP.match(text[match.end() :])
+            )
+            hit("instruction_override", 0.85 if strong else 0.45, match.span())
+        for reason, weight, pattern in _RULES:
+            for match in pattern.finditer(text):
+                hit(reason, weight, match.span())
     if _TAG_CHARACTERS.search(text):
         hit("hidden_characters", 0.6, None)
     elif len(_INVISIBLE.findall(text)) >= 3:
@@ -364,6 +370,13 @@ _ASSIGNMENT = re.compile(
     r"(?P<value>[A-Za-z0-9/+=_\-.~]{16,})"
 )
 _MIN_ENTROPY_BITS = 3.5
+# Cheap tests of whether a family of patterns can match at all (most prompts hold no secret,
+# card, address or number): each family's patterns run only when its test passes.
+_SECRET_HINT = re.compile(
+    r"-----BEGIN |A[KSB]IA|ACCA|sk-|tg_|gh[pousr]_|github_pat_|AIza|xox|_live_|_test_|eyJ"
+)
+_ASSIGNMENT_HINT = re.compile(r"(?i)key|secret|token|passw|pwd|credential")
+_DIGIT = re.compile(r"\d")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -423,24 +436,30 @@ def find_sensitive(text: str) -> list[tuple[FindingType, str, int, int]]:
     """Every secret, card number, e-mail address and phone number in ``text``, as
     ``(type, kind, start, end)``, without overlaps (the higher-priority type wins)."""
     found: list[_Match] = []
-    for kind, pattern in _SECRETS:
-        found.extend(_Match("secret", kind, m.start(), m.end()) for m in pattern.finditer(text))
-    for m in _ASSIGNMENT.finditer(text):
-        if _looks_random(m.group("value")):
-            found.append(_Match("secret", "generic_secret", m.start("value"), m.end("value")))
-    for m in _CARD.finditer(text):
-        digits = re.sub(r"\D", "", m.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            brand = card_brand(digits)
-            if brand:
-                found.append(_Match("card_number", brand, m.start(), m.end()))
-    for m in _EMAIL.finditer(text):
-        if m.group("tld").lower() not in _FILE_EXTENSIONS:
-            found.append(_Match("email", "email", m.start(), m.end()))
-    for kind, pattern, low, high in _PHONE_PATTERNS:
-        for m in pattern.finditer(text):
-            if low <= sum(c.isdigit() for c in m.group()) <= high:
-                found.append(_Match("phone", kind, m.start(), m.end()))
+    if _SECRET_HINT.search(text):
+        for kind, pattern in _SECRETS:
+            found.extend(_Match("secret", kind, m.start(), m.end()) for m in pattern.finditer(text))
+    if _ASSIGNMENT_HINT.search(text):
+        for m in _ASSIGNMENT.finditer(text):
+            if _looks_random(m.group("value")):
+                found.append(_Match("secret", "generic_secret", m.start("value"), m.end("value")))
+    has_digits = _DIGIT.search(text) is not None
+    if has_digits:
+        for m in _CARD.finditer(text):
+            digits = re.sub(r"\D", "", m.group())
+            if 13 <= len(digits) <= 19 and luhn_valid(digits):
+                brand = card_brand(digits)
+                if brand:
+                    found.append(_Match("card_number", brand, m.start(), m.end()))
+    if "@" in text:
+        for m in _EMAIL.finditer(text):
+            if m.group("tld").lower() not in _FILE_EXTENSIONS:
+                found.append(_Match("email", "email", m.start(), m.end()))
+    if has_digits:
+        for kind, pattern, low, high in _PHONE_PATTERNS:
+            for m in pattern.finditer(text):
+                if low <= sum(c.isdigit() for c in m.group()) <= high:
+                    found.append(_Match("phone", kind, m.start(), m.end()))
     # Keep the strongest of overlapping matches: by priority, then the longest.
     found.sort(key=lambda f: (_PRIORITY[f.type], -(f.end - f.start), f.start))
     kept: list[_Match] = []

@@ -521,6 +521,12 @@ class GenerationService:
                 credits_charged=settlement.charged_credits,
             )
 
+        recorded: list[GenerationRecord] = []
+
+        def record_with(settled: Settlement) -> StagedWrites:
+            recorded.append(charged(settled))
+            return self._stage(recorded[-1])
+
         # The record and its usage log entry are written in the settlement's own transaction.
         settlement = self._metering.settle(
             org_id,
@@ -531,7 +537,7 @@ class GenerationService:
                 input_tokens=answer.input_tokens,
                 output_tokens=answer.output_tokens,
             ),
-            attach=lambda settled: self._stage(charged(settled)),
+            attach=record_with,
         )
         if digest is not None:
             stored = {
@@ -541,7 +547,7 @@ class GenerationService:
             }
             ttl = cache_ttl(job.kind, job.cache_options)
             self._cache.put(job.kind, org_id, digest, stored, ttl, now)
-        record = charged(settlement)
+        record = recorded[-1] if recorded else charged(settlement)  # none: settled before
         return Outcome(record, answer.body, False, settlement.charged_credits, record.overhead_ms)
 
     def _answer_from_cache(

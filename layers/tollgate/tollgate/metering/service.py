@@ -199,6 +199,7 @@ class MeteringService:
         self._known: _Recent[str, CreditAccount] = _Recent(KNOWN_ORGS)
         self._held: _Recent[str, Reservation] = _Recent(KNOWN_RESERVATIONS)
         self._contended: dict[str, float] = {}
+        self._catalog_dumps: dict[str, dict[str, Any]] = {}
 
     @property
     def pricing(self) -> Pricing:
@@ -251,7 +252,7 @@ class MeteringService:
                 counted=counted,
                 balance_after=posting.balance,
                 created_at=now,
-                pricing_rule=rule.model_dump(mode="json"),
+                pricing_rule=self._rule_dump(rule),
             )
             try:
                 self._commit_posting(org_id, posting, counters=changes, new_reservation=reservation)
@@ -290,7 +291,7 @@ class MeteringService:
             if held.status is ReservationStatus.SETTLED and held.settlement is not None:
                 return held.settlement  # settled before: act once
             self._require_held(held)
-            rule = FeatureRule.model_validate(held.pricing_rule) if held.pricing_rule else held.feature
+            rule = self._rule_of(held.pricing_rule) if held.pricing_rule else held.feature
             charge = self._pricing.charge(rule, actual)
             posting = LedgerPosting(snapshot.account, now)
             posting.expire_due()
@@ -453,7 +454,7 @@ class MeteringService:
                 balance_after=posting.balance,
                 created_at=now,
                 settlement=settlement,
-                pricing_rule=rule.model_dump(mode="json"),
+                pricing_rule=self._rule_dump(rule),
             )
             try:
                 self._commit_posting(
@@ -544,6 +545,24 @@ class MeteringService:
             limit_overrides=_limit_overrides(org.limit_overrides),
             exists=True,
         )
+
+    def _rule_dump(self, rule: FeatureRule) -> dict[str, Any]:
+        """The rule as a reservation keeps it (the price it was reserved at is the price it is
+        settled at). The catalog's own rules are dumped once."""
+        if self._pricing.features.features.get(rule.name) is rule:
+            dumped = self._catalog_dumps.get(rule.name)
+            if dumped is None:
+                dumped = self._catalog_dumps[rule.name] = rule.model_dump(mode="json")
+            return dict(dumped)
+        return rule.model_dump(mode="json")
+
+    def _rule_of(self, dumped: Mapping[str, Any]) -> FeatureRule:
+        """The rule a reservation kept: the catalog's own object when it is unchanged."""
+        name = str(dumped.get("name", ""))
+        current = self._pricing.features.features.get(name)
+        if current is not None and self._rule_dump(current) == dumped:
+            return current
+        return FeatureRule.model_validate(dumped)
 
     def _optimism_paused(self, org_id: str) -> bool:
         until = self._contended.get(org_id)

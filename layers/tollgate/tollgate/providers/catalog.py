@@ -49,8 +49,19 @@ class ProviderStatus:
 
 
 class ProviderCatalog:
-    def __init__(self, providers: Iterable[Provider]) -> None:
+    def __init__(
+        self,
+        providers: Iterable[Provider],
+        *,
+        refresh_seconds: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._providers: dict[str, Provider] = {provider.name: provider for provider in providers}
+        # Which providers have credentials is asked on every request; the answer comes from
+        # cached secrets anyway, so it is kept for ``refresh_seconds``.
+        self._refresh_seconds = refresh_seconds
+        self._monotonic = monotonic
+        self._configured: tuple[float, frozenset[str]] | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self._providers
@@ -63,8 +74,13 @@ class ProviderCatalog:
         return provider
 
     def configured(self) -> frozenset[str]:
-        """The names of the providers that can be called now."""
-        return frozenset(name for name, provider in self._providers.items() if provider.is_configured())
+        """The names of the providers that can be called now (as of at most
+        ``refresh_seconds`` ago: a key added or removed is noticed within that)."""
+        now = self._monotonic()
+        if self._configured is None or now - self._configured[0] >= self._refresh_seconds:
+            names = frozenset(name for name, provider in self._providers.items() if provider.is_configured())
+            self._configured = (now, names)
+        return self._configured[1]
 
     def statuses(self) -> list[ProviderStatus]:
         """Every known provider with its configured flag, in a stable order."""
