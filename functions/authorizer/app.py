@@ -21,7 +21,7 @@ from tollgate.api.caller import caller_to_context
 from tollgate.errors import Unauthorized
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
 
 
 def _api_wildcard(method_arn: str) -> str:

@@ -20,6 +20,7 @@ from tollgate import services
 from tollgate.api.idempotency import idempotency_key_of, idempotent
 from tollgate.api.params import Body, Query
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
+from tollgate.api.schemas.common import exact_json_response
 from tollgate.api.schemas.credits import (
     AlertListOut,
     AlertOut,
@@ -36,7 +37,6 @@ from tollgate.api.schemas.credits import (
     TransactionPageOut,
     decode_cursor,
     encode_cursor,
-    exact_json_response,
 )
 from tollgate.credits.access import acting_for, derived_id, operation_id, require_admin, require_purchaser
 from tollgate.credits.alerts import publish_recent_alerts
@@ -55,7 +55,7 @@ from tollgate.metering.pricing import UnknownFeature, UnknownPrice
 from tollgate.settings import get_settings
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
 # Fractions in request bodies are read as Decimal, never as float: money stays exact (S4).
 app = build_resolver(decimal_numbers=True)
 idempotent_route = idempotent(services.idempotency_store, services.idempotency_ttl)

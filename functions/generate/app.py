@@ -27,7 +27,7 @@ from tollgate.api.resolver import (
     json_response,
     request_id_of,
 )
-from tollgate.api.schemas.credits import exact_json_response
+from tollgate.api.schemas.common import exact_json_response
 from tollgate.api.schemas.generate import (
     MAX_PAGE,
     ProviderListOut,
@@ -53,7 +53,7 @@ from tollgate.generation.responses import (
 from tollgate.generation.service import OrgGenerationSettings, Outcome, RequestContext
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
 app = build_resolver()
 idempotent_route = idempotent(services.idempotency_store, services.idempotency_ttl)
 

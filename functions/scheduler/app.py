@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tollgate import services
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
 
 
 class ScheduledRunFailed(Exception):

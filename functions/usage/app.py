@@ -17,12 +17,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tollgate import services
 from tollgate.api.params import Query
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
-from tollgate.api.schemas.credits import exact_json_response
+from tollgate.api.schemas.common import exact_json_response
 from tollgate.api.schemas.limits import LimitsOut, rate_limit_headers
 from tollgate.credits.access import acting_for
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
 app = build_resolver()
 
 

@@ -21,7 +21,7 @@ from tollgate_local.template import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Read by libraries or the Lambda runtime, not by Settings.
-NOT_SETTINGS_PREFIXES = ("POWERTOOLS_", "TIKTOKEN_", "AWS_")
+NOT_SETTINGS_PREFIXES = ("POWERTOOLS_", "TIKTOKEN_", "AWS_", "PYDANTIC_")
 
 
 def _variables(properties: Mapping[str, Any] | None) -> dict[str, Any]:

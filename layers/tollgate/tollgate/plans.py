@@ -16,7 +16,7 @@ Kind = Literal["text", "chat", "embedding", "image"]
 
 
 class LimitSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     scope: Scope
     metric: Metric
@@ -32,7 +32,7 @@ class LimitSpec(BaseModel):
 
 
 class Plan(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     title: str
@@ -41,7 +41,7 @@ class Plan(BaseModel):
 
 
 class PlanCatalog(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     plans: dict[str, Plan]
 

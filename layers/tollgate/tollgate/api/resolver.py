@@ -22,6 +22,7 @@ import base64
 import binascii
 import functools
 import json
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,7 +30,6 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from tollgate.api.caller import caller_from_context
@@ -119,8 +119,10 @@ def build_resolver(*, decimal_numbers: bool = False) -> TollgateResolver:
     def _tollgate_error(exc: TollgateError) -> Response[str]:
         return problem_response(exc, request_id_of(app.current_event.raw_event))
 
-    @app.exception_handler([ClientError, BotoCoreError])
+    @app.exception_handler(Exception)
     def _aws_failure(exc: Exception) -> Response[str]:
+        if not is_aws_failure(exc):
+            raise exc
         logger.exception("AWS call failed")
         return problem_response(
             ServiceUnavailable("A storage dependency failed; retry shortly", headers={"Retry-After": "1"}),
@@ -135,6 +137,13 @@ def build_resolver(*, decimal_numbers: bool = False) -> TollgateResolver:
         )
 
     return app
+
+
+def is_aws_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is botocore's. botocore is loaded with the first AWS client
+    (``tollgate.aws.clients``), never at cold start: before that, no error can be its."""
+    errors = sys.modules.get("botocore.exceptions")
+    return errors is not None and isinstance(exc, errors.ClientError | errors.BotoCoreError)
 
 
 def current_caller(app: APIGatewayRestResolver) -> Caller:

@@ -2,6 +2,11 @@
 
 boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how the local runtime points every
 function at the moto server; nothing here knows about it.
+
+boto3 is imported here, on first use, and X-Ray's instrumentation of botocore is installed
+just before the first client: a handler's cold start does not pay for the AWS SDK when its
+request needs no AWS call (a health check, a malformed key, invalid input), and functions
+create their ``Tracer(auto_patch=False)``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeou
 
 @cache
 def client(service: str) -> Any:
+    trace_aws_calls()
     return boto3.session.Session().client(service, config=_CONFIG)
+
+
+@cache
+def trace_aws_calls() -> None:
+    """X-Ray subsegments for every AWS call (a no-op when tracing is disabled)."""
+    from aws_lambda_powertools import Tracer
+
+    Tracer().patch(["botocore"])
 
 
 def reset() -> None:

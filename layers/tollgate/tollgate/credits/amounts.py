@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any
 
 from tollgate.clock import iso
-from tollgate.metering.models import CREDIT_UNITS, MICRO_USD
+from tollgate.units import CREDIT_UNITS, MICRO_USD
 
 CREDIT_DECIMALS = 4
 USD_DECIMALS = 6

@@ -21,7 +21,7 @@ PackageName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0
 class CreditPackage(BaseModel):
     """One purchasable package."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: PackageName
     title: str = Field(min_length=1, max_length=100)
@@ -42,7 +42,7 @@ class CreditPackage(BaseModel):
 class PackageCatalog(BaseModel):
     """Every package, by name."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     packages: dict[str, CreditPackage]
 

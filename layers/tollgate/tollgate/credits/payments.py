@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tollgate.errors import NotFound
 from tollgate.ids import is_valid_id
 from tollgate.metering.models import Purchase
-from tollgate.metering.service import MeteringService
+
+if TYPE_CHECKING:
+    from tollgate.metering.service import MeteringService
 
 PURCHASE_ID_PREFIX = "pur"
 

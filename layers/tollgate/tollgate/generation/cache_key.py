@@ -48,7 +48,7 @@ class CacheOptions(BaseModel):
     """A request's ``cache: {skip, ttl}``. An explicit ``ttl`` also asks for a
     non-deterministic request to be cached."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     skip: bool = False
     ttl: int | None = Field(default=None, ge=1, le=MAX_TTL_SECONDS)

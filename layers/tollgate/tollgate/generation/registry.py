@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tollgate.errors import FieldError, ValidationFailed
 from tollgate.providers.base import MAX_IMAGE_SIDE, Kind
-from tollgate.providers.catalog import PROVIDER_KINDS
 from tollgate.providers.errors import ProviderNotConfigured
 
 Encoding = Literal["cl100k_base", "o200k_base"]
@@ -44,7 +43,7 @@ def parse_size(size: str) -> tuple[int, int]:
 class ModelSpec(BaseModel):
     """One model of the registry."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str = Field(pattern=_MODEL_NAME.pattern)
     provider: str
@@ -62,6 +61,9 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        # The adapters (and httpx with them) load with the registry's data, not at import.
+        from tollgate.providers.catalog import PROVIDER_KINDS
+
         prefix = self.name.split("/", 1)[0]
         if self.provider != prefix:
             raise ValueError(f"{self.name}: provider {self.provider!r} differs from the name's prefix")
@@ -95,7 +97,7 @@ class ModelSpec(BaseModel):
 
 
 class Alias(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str = Field(pattern=_ALIAS_NAME.pattern)
     chain: tuple[str, ...] = Field(min_length=1)
@@ -120,7 +122,7 @@ class ResolvedChain:
 class ModelRegistry(BaseModel):
     """Every model and alias, validated together (an alias names known models of one kind)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     models: dict[str, ModelSpec]
     aliases: dict[str, Alias] = Field(default_factory=dict)

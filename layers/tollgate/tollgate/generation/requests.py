@@ -30,7 +30,7 @@ UserTag = Annotated[str, Field(max_length=256)]
 class GenerationBody(BaseModel):
     """A generation request body: unknown fields refused, text kept as sent."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class TextPart(GenerationBody):

@@ -27,7 +27,7 @@ _FINISH: dict[FinishReason, OpenAIFinish] = {
 
 
 class OpenAIShape(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class AssistantMessageOut(OpenAIShape):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -47,7 +47,7 @@ _PRIORITY: dict[FindingType, int] = {
 
 
 class ContentLimits(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     max_prompt_chars: int = Field(default=200_000, ge=1)
     max_messages: int = Field(default=256, ge=1)
@@ -60,7 +60,7 @@ class ContentLimits(BaseModel):
 class ContentPolicy(BaseModel):
     """An org's policy: one action per finding type, and the injection score threshold."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     prompt_injection: Action = "block"
     secret: Action = "redact"  # noqa: S105 (an action, not a password)
@@ -141,31 +141,67 @@ class InjectionVerdict:
     spans: tuple[tuple[int, int], ...] = field(default=())
 
 
+class LazyPattern:
+    """A regular expression compiled the first time it is used. The detectors hold some forty
+    patterns whose compilation is a large part of a cold start; a function that never scans
+    (listing records, say) never compiles them."""
+
+    __slots__ = ("_compiled", "flags", "pattern")
+
+    def __init__(self, pattern: str, flags: int | re.RegexFlag = 0) -> None:
+        self.pattern = pattern
+        self.flags = int(flags)
+        self._compiled: re.Pattern[str] | None = None
+
+    @property
+    def compiled(self) -> re.Pattern[str]:
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern, self.flags)
+        return self._compiled
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return self.compiled.search(text)
+
+    def match(self, text: str) -> re.Match[str] | None:
+        return self.compiled.match(text)
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        return self.compiled.finditer(text)
+
+    def findall(self, text: str) -> list[Any]:
+        return self.compiled.findall(text)
+
+    def sub(self, replacement: str, text: str) -> str:
+        return self.compiled.sub(replacement, text)
+
+
+_pattern = LazyPattern
+
 _I = re.IGNORECASE
 _OVERRIDE_VERBS = r"(?:ignore|disregard|forget|override|bypass|skip|drop|abandon)"
 _OVERRIDE_TARGETS = (
     r"(?:instructions?|prompts?|rules|directions|directives|guidelines|guardrails|constraints|"
     r"context|messages?|commands?|programming|polic(?:y|ies)|orders)"
 )
-_OVERRIDE = re.compile(
+_OVERRIDE = _pattern(
     rf"\b{_OVERRIDE_VERBS}\s+(?P<quant>(?:(?:all|any|every|each|the|your|my|these|those|of|its)\s+){{0,4}})"
     rf"(?:previous|prior|above|earlier|preceding|original|initial|existing|system|developer|safety|current)"
     rf"\s+{_OVERRIDE_TARGETS}\b",
     _I,
 )
-_STRONG_QUANT = re.compile(r"\b(?:all|any|every|your|its)\b", _I)
-_FOLLOW_UP = re.compile(
+_STRONG_QUANT = _pattern(r"\b(?:all|any|every|your|its)\b", _I)
+_FOLLOW_UP = _pattern(
     r"^[\s,.;:-]*(?:and|instead|then|now|from now on)\b"
     r"|^[\s,.;:-]*(?:you are|you're|act as|say|print|tell|reveal)\b",
     _I,
 )
 
 # (reason, weight, pattern)
-_RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
+_RULES: tuple[tuple[str, float, LazyPattern], ...] = (
     (
         "instruction_override",
         0.8,
-        re.compile(
+        _pattern(
             rf"\b{_OVERRIDE_VERBS}\s+(?:everything|all|anything)\s+(?:(?:that\s+)?(?:above|before|prior|previously)|"
             r"(?:you(?:'ve| have)?\s+(?:been\s+)?(?:told|said|were told|was told)))",
             _I,
@@ -174,12 +210,12 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
     (
         "instruction_override",
         0.7,
-        re.compile(r"\bignore\s+the\s+above\b(?=[\s,.:;-]+(?:and|instead|then|now)\b)", _I),
+        _pattern(r"\bignore\s+the\s+above\b(?=[\s,.:;-]+(?:and|instead|then|now)\b)", _I),
     ),
     (
         "system_prompt_exfiltration",
         0.75,
-        re.compile(
+        _pattern(
             r"\b(?:reveal|show|print|display|repeat|output|leak|dump|tell me|give me|share|disclose|"
             r"write out|spell out|recite|paste)\b[^.?!\n]{0,40}?\b(?:your|the)\s+"
             r"(?:(?:full|entire|exact|original|initial|hidden|secret|complete|confidential)\s+)*"
@@ -192,7 +228,7 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
     (
         "system_prompt_exfiltration",
         0.55,
-        re.compile(
+        _pattern(
             r"\bwhat\s+(?:is|are|was|were)\s+your\s+(?:(?:exact|full|original|initial|hidden)\s+)*"
             r"(?:system\s+prompt|system\s+message|initial\s+instructions|hidden\s+instructions|instructions)\b",
             _I,
@@ -201,28 +237,28 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
     (
         "system_prompt_exfiltration",
         0.6,
-        re.compile(
+        _pattern(
             r"\b(?:repeat|print|output|copy)\s+(?:all\s+|the\s+)*(?:text|words|everything|content)\s+"
             r"(?:above|before)\s+(?:this|here|the\s+first)",
             _I,
         ),
     ),
-    ("roleplay_jailbreak", 0.8, re.compile(r"\bdo\s+anything\s+now\b|\b(?-i:DAN|STAN|DUDE)\s+mode\b", _I)),
-    ("roleplay_jailbreak", 0.8, re.compile(r"\byou\s+are\s+(?:now\s+)?(?-i:DAN)\b", _I)),
+    ("roleplay_jailbreak", 0.8, _pattern(r"\bdo\s+anything\s+now\b|\b(?-i:DAN|STAN|DUDE)\s+mode\b", _I)),
+    ("roleplay_jailbreak", 0.8, _pattern(r"\byou\s+are\s+(?:now\s+)?(?-i:DAN)\b", _I)),
     (
         "roleplay_jailbreak",
         0.6,
-        re.compile(r"\b(?:jailbreak|jailbroken|god|unrestricted|unfiltered|evil|uncensored)\s+mode\b", _I),
+        _pattern(r"\b(?:jailbreak|jailbroken|god|unrestricted|unfiltered|evil|uncensored)\s+mode\b", _I),
     ),
     (
         "roleplay_jailbreak",
         0.6,
-        re.compile(r"\bwith\s+developer\s+mode\s+enabled\b|\bdeveloper\s+mode\s+output\b", _I),
+        _pattern(r"\bwith\s+developer\s+mode\s+enabled\b|\bdeveloper\s+mode\s+output\b", _I),
     ),
     (
         "roleplay_jailbreak",
         0.75,
-        re.compile(
+        _pattern(
             r"\b(?:you\s+are|you're|act\s+as|pretend\s+(?:to\s+be|you\s+are|you're)|role-?play\s+as|"
             r"imagine\s+you\s+are)\b[^.\n]{0,60}?\b(?:no|without|free\s+(?:of|from)|not\s+bound\s+by|"
             r"unbound\s+by|ignoring)\s+(?:(?:any|all|your|the)\s+)?(?:restrictions|limits|limitations|rules|filters|"
@@ -233,15 +269,15 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
     (
         "roleplay_jailbreak",
         0.5,
-        re.compile(r"\b(?:no\s+longer|not|never)\s+(?:bound|restricted|limited|constrained)\s+by\b", _I),
+        _pattern(r"\b(?:no\s+longer|not|never)\s+(?:bound|restricted|limited|constrained)\s+by\b", _I),
     ),
-    ("roleplay_jailbreak", 0.35, re.compile(r"\b(?:jailbreak|jailbroken)\b", _I)),
-    ("roleplay_jailbreak", 0.3, re.compile(r"\bfrom\s+now\s+on,?\s+you\s+(?:will|are|must|shall)\b", _I)),
-    ("roleplay_jailbreak", 0.25, re.compile(r"\bstay\s+in\s+character\b", _I)),
+    ("roleplay_jailbreak", 0.35, _pattern(r"\b(?:jailbreak|jailbroken)\b", _I)),
+    ("roleplay_jailbreak", 0.3, _pattern(r"\bfrom\s+now\s+on,?\s+you\s+(?:will|are|must|shall)\b", _I)),
+    ("roleplay_jailbreak", 0.25, _pattern(r"\bstay\s+in\s+character\b", _I)),
     (
         "guardrail_bypass",
         0.6,
-        re.compile(
+        _pattern(
             r"\b(?:bypass|disable|circumvent|evade|turn\s+off)\s+(?:your|the|all|any)?\s*"
             r"(?:safety|content|security|ethical)?\s*(?:filters?|guardrails|restrictions|polic(?:y|ies)|"
             r"moderation|safeguards)\b",
@@ -251,17 +287,17 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
     (
         "forged_role_marker",
         0.6,
-        re.compile(
+        _pattern(
             r"<\|im_start\|>|<\|im_end\|>|<\|system\|>|<\|endoftext\|>|<\|start_header_id\|>|"
             r"\[/?INST\]|<<SYS>>|<</SYS>>",
             _I,
         ),
     ),
-    ("forged_role_marker", 0.35, re.compile(r"^[ \t]*#{0,3}[ \t]*(?:system|assistant)[ \t]*:", _I | re.M)),
+    ("forged_role_marker", 0.35, _pattern(r"^[ \t]*#{0,3}[ \t]*(?:system|assistant)[ \t]*:", _I | re.M)),
     (
         "forged_role_marker",
         0.45,
-        re.compile(
+        _pattern(
             r"\bnew\s+(?:system\s+)?instructions?\s*:|\bend\s+of\s+(?:the\s+)?(?:system\s+)?(?:prompt|instructions)\b",
             _I,
         ),
@@ -269,12 +305,12 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
 )
 # One search for "could any rule match here at all": most prompts match none, and one pass of
 # an alternation costs far less than a pass per rule. Only then is each rule run.
-_ANY_RULE = re.compile(
+_ANY_RULE = _pattern(
     "|".join(f"(?:{pattern.pattern})" for pattern in (_OVERRIDE, *(rule for _, _, rule in _RULES))), _I | re.M
 )
-_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
-_TAG_CHARACTERS = re.compile("[\U000e0000-\U000e007f]")
-_ENCODED_BLOB = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
+_INVISIBLE = _pattern("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_TAG_CHARACTERS = _pattern("[\U000e0000-\U000e007f]")
+_ENCODED_BLOB = _pattern(r"[A-Za-z0-9+/]{200,}={0,2}")
 
 
 def detect_injection(text: str) -> InjectionVerdict:
@@ -324,47 +360,47 @@ class _Match:
     end: int
 
 
-_EMAIL = re.compile(
+_EMAIL = _pattern(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"(?P<tld>[A-Za-z]{2,24})\b"
 )
 # "icon@2x.png" is a file name, not an address.
 _FILE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "pdf"})
 
-_PHONE_PATTERNS: tuple[tuple[str, re.Pattern[str], int, int], ...] = (
+_PHONE_PATTERNS: tuple[tuple[str, LazyPattern, int, int], ...] = (
     # (kind, pattern, min digits, max digits)
-    ("e164", re.compile(r"(?<![\w+])\+[1-9](?:[ .\-]?\(?\d\)?){6,16}(?![\d])"), 8, 15),
-    ("nanp", re.compile(r"(?<![\w(])(?:\(\d{3}\)[ ]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}(?![\d])"), 10, 10),
+    ("e164", _pattern(r"(?<![\w+])\+[1-9](?:[ .\-]?\(?\d\)?){6,16}(?![\d])"), 8, 15),
+    ("nanp", _pattern(r"(?<![\w(])(?:\(\d{3}\)[ ]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}(?![\d])"), 10, 10),
     # Trunk-prefixed national numbers (UK, France, Germany...): spaces or hyphens only, so
     # dotted dates and times ("01.02.2024 12:30") stay out.
-    ("national", re.compile(r"(?<![\w.])\(?0\d{1,4}\)?(?:[ \-]\d{2,6}){1,4}(?![\d:])"), 9, 12),
+    ("national", _pattern(r"(?<![\w.])\(?0\d{1,4}\)?(?:[ \-]\d{2,6}){1,4}(?![\d:])"), 9, 12),
 )
 
-_CARD = re.compile(r"(?<![\d\-])(?:\d[ \-]?){12,18}\d(?![\d])")
+_CARD = _pattern(r"(?<![\d\-])(?:\d[ \-]?){12,18}\d(?![\d])")
 
-_SECRETS: tuple[tuple[str, re.Pattern[str]], ...] = (
+_SECRETS: tuple[tuple[str, LazyPattern], ...] = (
     (
         "private_key",
-        re.compile(
+        _pattern(
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY"
             r"(?: BLOCK)?-----|.*\Z)",
             re.S,
         ),
     ),
-    ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b")),
-    ("anthropic_key", re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{20,}")),
-    ("openai_key", re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}")),
-    ("tollgate_key", re.compile(r"\btg_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}\b")),
+    ("aws_access_key", _pattern(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b")),
+    ("anthropic_key", _pattern(r"\bsk-ant-[A-Za-z0-9_\-]{20,}")),
+    ("openai_key", _pattern(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}")),
+    ("tollgate_key", _pattern(r"\btg_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}\b")),
     (
         "github_token",
-        re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b|\bgithub_pat_[A-Za-z0-9_]{22,255}\b"),
+        _pattern(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b|\bgithub_pat_[A-Za-z0-9_]{22,255}\b"),
     ),
-    ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b")),
-    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}")),
-    ("stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b")),
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")),
+    ("google_api_key", _pattern(r"\bAIza[0-9A-Za-z_\-]{35}\b")),
+    ("slack_token", _pattern(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}")),
+    ("stripe_key", _pattern(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b")),
+    ("jwt", _pattern(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")),
 )
-_ASSIGNMENT = re.compile(
+_ASSIGNMENT = _pattern(
     r"(?i)\b[A-Za-z0-9_.\-]*(?:api[_\-]?key|apikey|secret|token|passw(?:or)?d|pwd|access[_\-]?key|"
     r"auth[_\-]?key|credentials?|private[_\-]?key)[A-Za-z0-9_.\-]*[\"']?\s*(?:=|:|=>)\s*[\"']?"
     r"(?P<value>[A-Za-z0-9/+=_\-.~]{16,})"
@@ -372,11 +408,11 @@ _ASSIGNMENT = re.compile(
 _MIN_ENTROPY_BITS = 3.5
 # Cheap tests of whether a family of patterns can match at all (most prompts hold no secret,
 # card, address or number): each family's patterns run only when its test passes.
-_SECRET_HINT = re.compile(
+_SECRET_HINT = _pattern(
     r"-----BEGIN |A[KSB]IA|ACCA|sk-|tg_|gh[pousr]_|github_pat_|AIza|xox|_live_|_test_|eyJ"
 )
-_ASSIGNMENT_HINT = re.compile(r"(?i)key|secret|token|passw|pwd|credential")
-_DIGIT = re.compile(r"\d")
+_ASSIGNMENT_HINT = _pattern(r"(?i)key|secret|token|passw|pwd|credential")
+_DIGIT = _pattern(r"\d")
 
 
 def luhn_valid(digits: str) -> bool:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
 from pydantic import ValidationError
@@ -61,11 +61,13 @@ from tollgate.generation.security import ContentLimits, ContentPolicy, scan_mess
 from tollgate.identity.models import Caller, Role
 from tollgate.metering.models import Release, Reservation, Settlement, Usage
 from tollgate.providers.base import ChatMessage, ChatRequest, Provider
-from tollgate.providers.catalog import ProviderCatalog
 from tollgate.providers.errors import UpstreamError
 from tollgate.staging import StagedWrites
 from tollgate.tokens import count_tokens
 from tollgate.usage.log import UsageLogEntry, UsageStatus
+
+if TYPE_CHECKING:  # the catalog imports every provider and httpx: built on first use only
+    from tollgate.providers.catalog import ProviderCatalog
 
 logger = Logger()
 

@@ -11,9 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from tollgate.plans import Kind, LimitSpec, Metric, Scope, Window
-
-CREDIT_UNITS = 10_000  # units per credit: 1 credit = 10,000 units
-MICRO_USD = 1_000_000  # micro-USD per USD
+from tollgate.units import CREDIT_UNITS, MICRO_USD
 
 
 class LotKind(StrEnum):

@@ -44,7 +44,7 @@ class UnknownFeature(InvalidRequest):
 class ModelPrice(BaseModel):
     """One provider/model: token prices per 1M tokens and image prices, in micro-USD."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     input_per_million: int = Field(0, ge=0)
     output_per_million: int = Field(0, ge=0)
@@ -56,7 +56,7 @@ class ModelPrice(BaseModel):
 class PriceTable(BaseModel):
     """The versioned provider price table (``data/prices.toml``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     version: str
     models: dict[str, ModelPrice]
@@ -106,7 +106,7 @@ class PriceTable(BaseModel):
 class CacheHitRule(BaseModel):
     """How a cache hit is charged: free, or a flat number of credit units."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     rule: Literal["free", "flat"] = "free"
     credits: int = Field(0, ge=0)
@@ -121,7 +121,7 @@ class CacheHitRule(BaseModel):
 class FeatureRule(BaseModel):
     """A billable feature and its pricing rule. Templates may declare their own."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     title: str = ""
@@ -142,13 +142,13 @@ class FeatureRule(BaseModel):
 
 
 class Conversion(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     micro_usd_per_credit: int = Field(gt=0)
 
 
 class FeatureDefaults(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     cache_hit: CacheHitRule = CacheHitRule(rule="free", credits=0)
 
@@ -156,7 +156,7 @@ class FeatureDefaults(BaseModel):
 class FeatureCatalog(BaseModel):
     """The features of ``data/features.toml`` with the conversion rate; prices a usage."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     version: str
     conversion: Conversion

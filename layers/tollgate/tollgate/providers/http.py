@@ -89,9 +89,19 @@ def parse_retry_after(headers: httpx.Headers, now: datetime) -> float | None:
 
 
 @cache
+def trace_http_calls() -> None:
+    """X-Ray subsegments for provider calls, installed with the first client (functions create
+    their ``Tracer(auto_patch=False)``; a no-op when tracing is disabled)."""
+    from aws_lambda_powertools import Tracer
+
+    Tracer().patch(["httpx"])
+
+
+@cache
 def shared_client() -> httpx.Client:
     """The process's client: pooled connections survive warm invocations. Timeouts are given
-    per request; this default only guards a call that forgets one."""
+    per request; this default only guards a call that forgets one. X-Ray traces its calls."""
+    trace_http_calls()
     return httpx.Client(
         timeout=httpx.Timeout(30.0, connect=3.0),
         limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
@@ -215,4 +225,4 @@ def parse_body(provider: str, response: httpx.Response, shape: type[_Shape]) -> 
 class WireModel(BaseModel):
     """A provider's JSON shape: fields Tollgate does not use are ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)

@@ -71,7 +71,7 @@ _TEMPLATES = (
 class MockKnobs(BaseModel):
     """What ``metadata.mock`` may ask of the mock provider."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     fail: Literal["error", "timeout", "rate_limit", "invalid"] | None = None
     delay_ms: int = Field(default=0, ge=0, le=MAX_DELAY_MS)

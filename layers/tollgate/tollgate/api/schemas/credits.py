@@ -12,16 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools.event_handler import Response
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, ValidationError, field_validator
 
-from tollgate.api.schemas.common import RequestModel, ResponseModel
-from tollgate.credits.amounts import credits_of_units, exact_json, units_of_credits, usd_of_micro
+from tollgate.api.schemas.common import RequestModel, ResponseModel, exact_json_response  # noqa: F401 (old home, kept for branches in flight)
+from tollgate.credits.amounts import credits_of_units, units_of_credits, usd_of_micro
 from tollgate.credits.packages import load_packages
 from tollgate.errors import FieldError, InvalidRequest, ValidationFailed
 from tollgate.metering.models import (
@@ -174,18 +172,6 @@ def decode_cursor(org_id: str, cursor: str | None) -> str | None:
 
 
 # -- responses ----------------------------------------------------------------------------------
-
-
-def exact_json_response(
-    status: int, model: ResponseModel, headers: Mapping[str, str] | None = None
-) -> Response[str]:
-    """A JSON answer whose ``Decimal`` amounts are written as exact JSON numbers."""
-    return Response(
-        status_code=status,
-        content_type="application/json",
-        body=exact_json(model.model_dump(mode="python")),
-        headers=dict(headers or {}),
-    )
 
 
 class LotOut(ResponseModel):

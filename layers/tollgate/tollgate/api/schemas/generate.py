@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -19,7 +19,9 @@ from tollgate.api.schemas.common import RequestModel, ResponseModel
 from tollgate.credits.amounts import credits_of_units, usd_of_micro
 from tollgate.errors import NotFound
 from tollgate.generation.records import GenerationRecord, RecordPage
-from tollgate.providers.catalog import ProviderStatus
+
+if TYPE_CHECKING:
+    from tollgate.providers.catalog import ProviderStatus
 
 MAX_PAGE = 100
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
