@@ -25,6 +25,9 @@ from tollgate.api.schemas.accounts import (
     MeOut,
     OrgOut,
     RotateKeyRequest,
+    UpdateOrgRequest,
+    valid_content_policy,
+    valid_limit_overrides,
 )
 from tollgate.identity.models import Role
 
@@ -64,6 +67,25 @@ def create_org(body: Annotated[CreateOrgRequest, Body()]) -> Response[Any]:
 @app.get("/v1/orgs/<org_id>")
 def get_org(org_id: str) -> OrgOut:
     return OrgOut.of(services.identity().get_org(current_caller(app), org_id))
+
+
+@app.patch("/v1/orgs/<org_id>")
+def update_org(org_id: str, body: Annotated[UpdateOrgRequest, Body()]) -> OrgOut:
+    settings: dict[str, object] | None = None
+    if body.settings is not None:
+        settings = {name: getattr(body.settings, name) for name in body.settings.model_fields_set}
+        if settings.get("content_policy") is not None:
+            settings["content_policy"] = valid_content_policy(settings["content_policy"])
+    overrides = valid_limit_overrides(body.limit_overrides) if body.limit_overrides is not None else None
+    org = services.identity().update_org(
+        current_caller(app),
+        org_id,
+        name=body.name,
+        plan=body.plan,
+        settings=settings,
+        limit_overrides=overrides,
+    )
+    return OrgOut.of(org)
 
 
 @app.post("/v1/orgs/<org_id>/keys")

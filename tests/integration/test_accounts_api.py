@@ -251,3 +251,127 @@ def test_a_bad_idempotency_key_is_400(api: Api, admin_key: str) -> None:
         "/v1/orgs", key=admin_key, json_body={"name": "A"}, headers={"Idempotency-Key": "x" * 300}
     )
     assert_problem(response, 400, "invalid_request")
+
+
+# -- PATCH /v1/orgs/{org_id} ---------------------------------------------------------------------
+
+
+def fresh_member_key(api: Api, tenant: Tenant, user: str = "member-2") -> str:
+    """A key the gateway's authorizer cache has not seen: it carries the org as it is now."""
+    made = api.post(
+        f"/v1/orgs/{tenant.org_id}/keys",
+        key=tenant.owner_key,
+        json_body={"name": "fresh", "user": user, "role": "member"},
+    )
+    assert made.status == 201, made.body
+    return str(made.json()["key"])
+
+
+def test_an_owner_sets_the_content_policy_and_generation_follows_it(
+    api: Api, admin_key: str, make_tenant: Any
+) -> None:
+    # Given a funded org
+    tenant: Tenant = make_tenant()
+    granted = api.post(
+        f"/v1/orgs/{tenant.org_id}/credits/grants", key=admin_key, json_body={"amount": 10, "note": "test"}
+    )
+    assert granted.status == 201, granted.body
+    # When its owner blocks e-mail addresses and stops keeping prompts
+    response = api.request(
+        "PATCH",
+        f"/v1/orgs/{tenant.org_id}",
+        key=tenant.owner_key,
+        json_body={"settings": {"content_policy": {"email": "block"}, "keep_prompts": False}},
+    )
+    # Then the org shows the whole policy (defaults filled in)
+    assert response.status == 200, response.body
+    settings = response.json()["settings"]
+    assert settings["content_policy"]["email"] == "block"
+    assert settings["content_policy"]["secret"] == "redact"
+    assert settings["keep_prompts"] is False
+    # And a request that carries an address is blocked, one that does not keeps no prompt
+    key = fresh_member_key(api, tenant)
+    chat = {"model": "mock/chat", "messages": [{"role": "user", "content": "Mail ann@example.com"}]}
+    assert_problem(api.post("/v1/chat/completions", key=key, json_body=chat), 422, "content_blocked")
+    ok = api.post(
+        "/v1/chat/completions",
+        key=key,
+        json_body={"model": "mock/chat", "messages": [{"role": "user", "content": "Hello there"}]},
+    )
+    assert ok.status == 200, ok.body
+    record = api.get(f"/v1/requests/{ok.header('X-Request-Id')}", key=key).json()
+    assert record["prompt"] is None
+    assert record["prompt_hash"]
+    # And null puts a setting back to its default
+    cleared = api.request(
+        "PATCH",
+        f"/v1/orgs/{tenant.org_id}",
+        key=tenant.owner_key,
+        json_body={"settings": {"keep_prompts": None}},
+    )
+    assert "keep_prompts" not in cleared.json()["settings"]
+    assert cleared.json()["settings"]["content_policy"]["email"] == "block"
+
+
+def test_only_the_admin_changes_plans_and_limits_and_they_apply(
+    api: Api, admin_key: str, make_tenant: Any
+) -> None:
+    tenant: Tenant = make_tenant(plan="starter")
+    url = f"/v1/orgs/{tenant.org_id}"
+    override = {"scope": "org", "metric": "requests", "window": "hour", "max": 7}
+    # An owner may rename, not change the plan or the limits; a member may not change anything
+    assert api.request("PATCH", url, key=tenant.owner_key, json_body={"name": "Renamed"}).status == 200
+    assert_problem(
+        api.request("PATCH", url, key=tenant.owner_key, json_body={"plan": "pro"}), 403, "forbidden"
+    )
+    assert_problem(
+        api.request("PATCH", url, key=tenant.owner_key, json_body={"limit_overrides": [override]}),
+        403,
+        "forbidden",
+    )
+    assert_problem(
+        api.request("PATCH", url, key=tenant.member_key, json_body={"name": "Mine"}), 403, "forbidden"
+    )
+    # The admin changes both
+    changed = api.request(
+        "PATCH", url, key=admin_key, json_body={"plan": "pro", "limit_overrides": [override]}
+    )
+    assert changed.status == 200, changed.body
+    assert (changed.json()["plan"], changed.json()["name"]) == ("pro", "Renamed")
+    # And a caller authorized after the change is limited by them
+    limits = api.get("/v1/limits", key=fresh_member_key(api, tenant)).json()["limits"]
+    hourly = [
+        lim
+        for lim in limits
+        if (lim["scope"], lim["metric"], lim["window"], lim["kind"]) == ("org", "requests", "hour", None)
+    ]
+    assert [lim["max"] for lim in hourly] == [7]
+
+
+def test_another_orgs_owner_gets_404_and_bad_settings_are_422_by_field(
+    api: Api, admin_key: str, make_tenant: Any
+) -> None:
+    tenant: Tenant = make_tenant()
+    other: Tenant = make_tenant("Other")
+    url = f"/v1/orgs/{tenant.org_id}"
+    assert_problem(
+        api.request("PATCH", url, key=other.owner_key, json_body={"name": "Mine"}), 404, "not_found"
+    )
+    bad_policy = api.request(
+        "PATCH", url, key=tenant.owner_key, json_body={"settings": {"content_policy": {"email": "shred"}}}
+    )
+    body = assert_problem(bad_policy, 422, "invalid_request")
+    assert [error["field"] for error in body["errors"]] == ["settings.content_policy.email"]
+    twice = {"scope": "org", "metric": "requests", "window": "hour", "max": 1}
+    duplicate = api.request("PATCH", url, key=admin_key, json_body={"limit_overrides": [twice, twice]})
+    assert [e["field"] for e in assert_problem(duplicate, 422, "invalid_request")["errors"]] == [
+        "limit_overrides"
+    ]
+    unknown = api.request("PATCH", url, key=admin_key, json_body={"plan": "platinum"})
+    assert [e["field"] for e in assert_problem(unknown, 422, "invalid_request")["errors"]] == ["plan"]
+    stranger = api.request("PATCH", url, key=tenant.owner_key, json_body={"settings": {"colour": "red"}})
+    assert [e["field"] for e in assert_problem(stranger, 422, "invalid_request")["errors"]] == [
+        "settings.colour"
+    ]
+    # Nothing of that was stored
+    assert api.get(url, key=tenant.owner_key).json()["settings"] == {}

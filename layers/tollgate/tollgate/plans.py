@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Literal
@@ -29,6 +30,13 @@ class LimitSpec(BaseModel):
     def identity(self) -> tuple[str, str, str, str | None, str | None]:
         """What an org override must match to replace this limit."""
         return (self.scope, self.metric, self.window, self.kind, self.provider)
+
+
+def check_overrides(overrides: Sequence[LimitSpec]) -> None:
+    """An org's overrides name each limit (scope, metric, window, kind, provider) once."""
+    identities = [spec.identity for spec in overrides]
+    if len(set(identities)) != len(identities):
+        raise ValueError("Two overrides for the same limit (scope, metric, window, kind, provider)")
 
 
 class Plan(BaseModel):

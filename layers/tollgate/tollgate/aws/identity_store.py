@@ -111,6 +111,25 @@ class DynamoIdentityStore:
         item = self._table.get(f"ORG#{org_id}", "ORG")
         return org_from_item(item) if item else None
 
+    def update_org(self, org: Org) -> None:
+        item = org_to_item(org)
+        try:
+            self._table.update(
+                item["pk"],
+                item["sk"],
+                "SET #name = :name, #plan = :plan, settings = :settings, limit_overrides = :overrides",
+                condition="attribute_exists(pk)",
+                names={"#name": "name", "#plan": "plan"},
+                values={
+                    ":name": item["name"],
+                    ":plan": item["plan"],
+                    ":settings": item["settings"],
+                    ":overrides": item["limit_overrides"],
+                },
+            )
+        except ConditionFailed:
+            raise NotFound(f"No organization {org.org_id!r}") from None
+
     def put_key(self, record: KeyRecord) -> None:
         try:
             self._table.put(key_to_item(record), condition="attribute_not_exists(pk)")

@@ -26,6 +26,10 @@ class IdentityStore(Protocol):
 
     def get_org(self, org_id: str) -> Org | None: ...
 
+    def update_org(self, org: Org) -> None:
+        """Replace an org's name, plan, settings and limit overrides; ``NotFound`` if absent."""
+        ...
+
     def put_key(self, record: KeyRecord) -> None:
         """Create a key record; raises ``Conflict`` if the id exists."""
         ...

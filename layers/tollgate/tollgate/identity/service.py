@@ -6,9 +6,12 @@ forbidden, so that ids of other tenants cannot be probed. Role checks come after
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import FieldError, Forbidden, NotFound, Unauthorized, ValidationFailed
@@ -19,6 +22,7 @@ from tollgate.ids import is_valid_id, new_id
 
 _BEARER = re.compile(r"^Bearer\s+(\S+)\s*$", re.IGNORECASE)
 MAX_ROTATION_GRACE = timedelta(days=7)
+MAX_SETTINGS_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,46 @@ class IdentityService:
         if org is None:
             raise NotFound(f"No organization {org_id!r}")
         return org
+
+    def update_org(
+        self,
+        caller: Caller,
+        org_id: str,
+        *,
+        name: str | None = None,
+        plan: str | None = None,
+        settings: Mapping[str, object] | None = None,
+        limit_overrides: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Org:
+        """Change what is given: the name and settings (the org's owner or the admin), the plan
+        and limit overrides (the admin). ``settings`` entries replace the org's; a ``None``
+        value removes one. Functions see the change within the authorizer's cache TTL: the org
+        travels with the caller (``Caller.org``)."""
+        org = self.get_org(caller, org_id)
+        if not (caller.is_admin or caller.role is Role.OWNER):
+            raise Forbidden("Only an owner of the organization or the admin can change it")
+        if (plan is not None or limit_overrides is not None) and not caller.is_admin:
+            raise Forbidden("Only the platform admin changes an organization's plan and limits")
+        if plan is not None:
+            self._check_plan(plan)
+        merged = dict(org.settings)
+        for key, value in (settings or {}).items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if len(json.dumps(merged, separators=(",", ":"))) > MAX_SETTINGS_BYTES:
+            # They travel in every request's authorizer context, which API Gateway bounds.
+            raise ValidationFailed([FieldError("settings", f"At most {MAX_SETTINGS_BYTES} bytes of JSON")])
+        updated = replace(
+            org,
+            name=name if name is not None else org.name,
+            plan=plan if plan is not None else org.plan,
+            settings=merged,
+            limit_overrides=tuple(limit_overrides) if limit_overrides is not None else org.limit_overrides,
+        )
+        self._store.update_org(updated)
+        return updated
 
     def _check_plan(self, plan: str) -> None:
         if plan not in self._plans:

@@ -90,7 +90,7 @@ from tollgate.metering.ports import (
 )
 from tollgate.metering.pricing import FeatureRule, Pricing
 from tollgate.metering.windows import add_months, billing_cycle
-from tollgate.plans import Kind, LimitSpec, Plan, PlanCatalog
+from tollgate.plans import Kind, LimitSpec, Plan, PlanCatalog, check_overrides
 from tollgate.staging import StagedWrites
 
 T = TypeVar("T")
@@ -648,9 +648,10 @@ class MeteringService:
     def set_limit_overrides(self, org_id: str, overrides: Sequence[LimitSpec]) -> None:
         """Replace the org's limit overrides. A limit with the same (scope, metric, window, kind,
         provider) as a plan limit replaces it; any other is added."""
-        identities = [spec.identity for spec in overrides]
-        if len(set(identities)) != len(identities):
-            raise InvalidRequest("Two overrides for the same limit")
+        try:
+            check_overrides(overrides)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         self._store.save_limit_overrides(org_id, list(overrides))
 
     # -- the ledger ------------------------------------------------------------------------

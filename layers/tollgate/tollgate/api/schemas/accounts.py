@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, ValidationError
 
+from tollgate.api.params import field_errors
 from tollgate.api.schemas.common import RequestModel, ResponseModel
+from tollgate.errors import FieldError, ValidationFailed
 from tollgate.identity.models import KeyRecord, Org
 from tollgate.identity.service import IssuedKey
+from tollgate.plans import LimitSpec, check_overrides
 
 UserName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@+-]+$")]
 DisplayName = Annotated[str, Field(min_length=1, max_length=100)]
@@ -19,6 +22,25 @@ class CreateOrgRequest(RequestModel):
     name: DisplayName
     plan: str = Field("free", min_length=1, max_length=40)
     billing_anchor_day: int = Field(1, ge=1, le=28)
+
+
+class OrgSettingsPatch(RequestModel):
+    """The org settings a request may change; a field sent as ``null`` goes back to its default.
+
+    ``content_policy``: one action per finding (``block``, ``redact``, ``flag``, ``allow``) for
+    ``prompt_injection``, ``secret``, ``card_number``, ``email``, ``phone``, plus
+    ``injection_threshold`` and ``injection_roles`` (docs/generation.md). ``keep_prompts``:
+    false keeps only a hash of each prompt on request records."""
+
+    content_policy: dict[str, Any] | None = None
+    keep_prompts: bool | None = None
+
+
+class UpdateOrgRequest(RequestModel):
+    name: DisplayName | None = None
+    plan: str | None = Field(None, min_length=1, max_length=40)
+    settings: OrgSettingsPatch | None = None
+    limit_overrides: list[dict[str, Any]] | None = Field(None, max_length=50)
 
 
 class CreateKeyRequest(RequestModel):
@@ -44,6 +66,8 @@ class OrgOut(ResponseModel):
     plan: str
     billing_anchor_day: int
     created_at: datetime
+    settings: dict[str, Any]
+    limit_overrides: list[dict[str, Any]]
 
     @classmethod
     def of(cls, org: Org) -> OrgOut:
@@ -53,6 +77,8 @@ class OrgOut(ResponseModel):
             plan=org.plan,
             billing_anchor_day=org.billing_anchor_day,
             created_at=org.created_at,
+            settings=dict(org.settings),
+            limit_overrides=[dict(spec) for spec in org.limit_overrides],
         )
 
 
@@ -105,3 +131,28 @@ class MeOut(ResponseModel):
     org_id: str | None
     plan: str | None
     org: OrgOut | None
+
+
+def valid_content_policy(raw: Any) -> dict[str, Any]:
+    """A content policy as stored in org settings, validated field by field (422 naming
+    ``settings.content_policy.<field>``). The detectors load only here, not at cold start."""
+    from tollgate.generation.security import ContentPolicy
+
+    try:
+        return ContentPolicy.model_validate(raw).model_dump(mode="json")
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc, "settings.content_policy")) from None
+
+
+def valid_limit_overrides(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Limit overrides validated as ``LimitSpec`` (422 naming ``limit_overrides.<n>.<field>``),
+    each limit named once."""
+    try:
+        specs = [LimitSpec.model_validate(spec) for spec in raw]
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc, "limit_overrides")) from None
+    try:
+        check_overrides(specs)
+    except ValueError as exc:
+        raise ValidationFailed([FieldError("limit_overrides", str(exc), "duplicate")]) from None
+    return [spec.model_dump(mode="json") for spec in specs]
