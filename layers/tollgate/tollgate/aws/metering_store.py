@@ -491,7 +491,7 @@ class DynamoMeteringStore:
 
     def _batch_get(self, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
         """Strongly consistent reads of up to any number of keys (100 per call)."""
-        return _batch_get_all(self._table, keys)
+        return batch_get_all(self._table, keys)
 
     def load(
         self,
@@ -808,7 +808,9 @@ def _batch_get_chunk(table: DynamoTable, keys: list[Item]) -> list[Item]:
     raise ServiceUnavailable("DynamoDB left keys unprocessed; retry shortly", headers={"Retry-After": "1"})
 
 
-def _batch_get_all(table: DynamoTable, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
+def batch_get_all(table: DynamoTable, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
+    """Strongly consistent reads of any number of keys (``BatchGetItem``, 100 keys a call,
+    unprocessed keys retried), by (pk, sk)."""
     found: dict[tuple[str, str], Item] = {}
     for start in range(0, len(keys), _BATCH_LIMIT):
         for item in _batch_get_chunk(table, list(keys[start : start + _BATCH_LIMIT])):
