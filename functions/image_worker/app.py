@@ -22,7 +22,9 @@ from tollgate.images.worker import Delivery, Outcome, lease_of
 
 logger = Logger()
 tracer = Tracer()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is answered as such (all in batchItemFailures) rather than
+# as a failed invocation: the same retries, without counting as a function error.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def handle_record(record: SQSRecord, lambda_context: LambdaContext) -> str:
