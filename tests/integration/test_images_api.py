@@ -160,7 +160,9 @@ def test_a_job_is_reserved_queued_made_by_the_worker_and_charged_exactly_its_pri
     assert (done["width"], done["height"], done["format"], done["attempts"]) == (256, 256, "png", 1)
     assert done["url_expires_at"]
     data = download(done["url"])
-    assert image_info(data) is not None and (image_info(data).width, image_info(data).height) == (256, 256)  # type: ignore[union-attr]
+    info = image_info(data)
+    assert info is not None
+    assert (info.format, info.width, info.height) == ("png", 256, 256)
     assert decode_png(data).width == 256
     assert data == mock_png("A lighthouse at dusk", 256, 256)
     assert done["bytes"] == len(data)
@@ -274,7 +276,8 @@ def test_a_message_delivered_twice_makes_one_asset_and_one_charge(
     first = invoke_worker(event)
     second = invoke_worker(event)
     # Then both deliveries succeed, the second doing nothing
-    assert first == {"batchItemFailures": []} and second == {"batchItemFailures": []}
+    assert first == {"batchItemFailures": []}
+    assert second == {"batchItemFailures": []}
     done = job_of(api, funded.member_key, job["id"])
     assert (done["status"], done["attempts"]) == ("completed", 1)
     assert asset_objects(stack, funded.org_id) == [f"assets/{funded.org_id}/{job['id']}/0.png"]
