@@ -34,11 +34,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
+from tollgate.credits.amounts import exact_json
 from tollgate_local.template import REPO_ROOT, Resolver, load_template
 
 DEFAULT_BASE_URL = "http://127.0.0.1:3000"
@@ -136,7 +138,8 @@ class Client:
             raise CliError(f"{method} {path}: {exc}") from None
         if response.status_code >= 400:
             raise CliError(_problem_text(response))
-        return response.json() if response.content else None
+        # Amounts stay exact: fractions are read as Decimal, never float.
+        return json.loads(response.text, parse_float=Decimal) if response.content else None
 
     def download(self, url: str) -> bytes:
         """A presigned URL (no API key: the URL is its own credential)."""
@@ -144,6 +147,11 @@ class Client:
         if response.status_code != 200:
             raise CliError(f"downloading {url[:80]}... answered {response.status_code}")
         return response.content
+
+
+def open_client(args: argparse.Namespace, *, admin: bool) -> Client:
+    """The client of a command: admin tasks default to the local admin key."""
+    return Client(resolve_target(args, admin=admin))
 
 
 def _problem_text(response: httpx.Response) -> str:
@@ -362,13 +370,14 @@ class BatchRun:
 
 
 def _print(value: Any, stdout: IO[str]) -> None:
-    stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    """An answer as JSON, its amounts written exactly as the API sent them."""
+    stdout.write(exact_json(value) + "\n")
 
 
 def command_images_batch(args: argparse.Namespace, stdout: IO[str]) -> int:
     defaults = {"model": args.model, "size": args.size, "quality": args.quality}
     items = read_batch_file(Path(args.file), defaults)
-    client = Client(resolve_target(args, admin=False))
+    client = open_client(args, admin=False)
     return BatchRun(
         client,
         items,
@@ -381,7 +390,7 @@ def command_images_batch(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 
 def command_images_generate(args: argparse.Namespace, stdout: IO[str]) -> int:
-    client = Client(resolve_target(args, admin=False))
+    client = open_client(args, admin=False)
     body = {
         k: v
         for k, v in {
@@ -410,7 +419,7 @@ def command_images_generate(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 
 def command_generate(args: argparse.Namespace, stdout: IO[str]) -> int:
-    client = Client(resolve_target(args, admin=False))
+    client = open_client(args, admin=False)
     body: dict[str, Any] = {"model": args.model, "prompt": args.prompt}
     if args.max_tokens:
         body["params"] = {"max_tokens": args.max_tokens}
@@ -424,34 +433,30 @@ def command_generate(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 def command_orgs_create(args: argparse.Namespace, stdout: IO[str]) -> int:
     _print(
-        Client(resolve_target(args, admin=True)).call(
-            "POST", "/v1/orgs", {"name": args.name, "plan": args.plan}
-        ),
+        open_client(args, admin=True).call("POST", "/v1/orgs", {"name": args.name, "plan": args.plan}),
         stdout,
     )
     return EXIT_OK
 
 
 def command_orgs_get(args: argparse.Namespace, stdout: IO[str]) -> int:
-    _print(Client(resolve_target(args, admin=True)).call("GET", f"/v1/orgs/{args.org_id}"), stdout)
+    _print(open_client(args, admin=True).call("GET", f"/v1/orgs/{args.org_id}"), stdout)
     return EXIT_OK
 
 
 def command_keys_create(args: argparse.Namespace, stdout: IO[str]) -> int:
     body = {"name": args.name or f"{args.role} key for {args.user}", "user": args.user, "role": args.role}
-    _print(
-        Client(resolve_target(args, admin=True)).call("POST", f"/v1/orgs/{args.org_id}/keys", body), stdout
-    )
+    _print(open_client(args, admin=True).call("POST", f"/v1/orgs/{args.org_id}/keys", body), stdout)
     return EXIT_OK
 
 
 def command_keys_list(args: argparse.Namespace, stdout: IO[str]) -> int:
-    _print(Client(resolve_target(args, admin=False)).call("GET", "/v1/keys"), stdout)
+    _print(open_client(args, admin=False).call("GET", "/v1/keys"), stdout)
     return EXIT_OK
 
 
 def command_keys_revoke(args: argparse.Namespace, stdout: IO[str]) -> int:
-    _print(Client(resolve_target(args, admin=True)).call("DELETE", f"/v1/keys/{args.key_id}"), stdout)
+    _print(open_client(args, admin=True).call("DELETE", f"/v1/keys/{args.key_id}"), stdout)
     return EXIT_OK
 
 
@@ -459,10 +464,10 @@ def command_grants_create(args: argparse.Namespace, stdout: IO[str]) -> int:
     # Credits go as the exact decimal typed (never through a float).
     if not re.fullmatch(r"\d{1,12}(\.\d{1,4})?", args.amount):
         raise CliError(f"the amount must be credits with at most 4 decimals, not {args.amount!r}")
-    fields = {"kind": args.kind, **({"note": args.note} if args.note else {})}
+    fields = {"kind": args.kind, "note": args.note}
     raw = '{"amount": ' + args.amount + ", " + json.dumps(fields)[1:]
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-    client = Client(resolve_target(args, admin=True))
+    client = open_client(args, admin=True)
     _print(
         client.call("POST", f"/v1/orgs/{args.org_id}/credits/grants", headers=headers, raw_json=raw), stdout
     )
@@ -471,9 +476,7 @@ def command_grants_create(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 def command_balance(args: argparse.Namespace, stdout: IO[str]) -> int:
     query = f"?org_id={args.org}" if args.org else ""
-    _print(
-        Client(resolve_target(args, admin=bool(args.org))).call("GET", f"/v1/credits/balance{query}"), stdout
-    )
+    _print(open_client(args, admin=bool(args.org)).call("GET", f"/v1/credits/balance{query}"), stdout)
     return EXIT_OK
 
 
@@ -569,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     create_grant.add_argument("org_id")
     create_grant.add_argument("amount", help="credits, at most 4 decimals")
     create_grant.add_argument("--kind", default="grant", choices=["grant", "promo", "bonus"])
-    create_grant.add_argument("--note")
+    create_grant.add_argument("--note", required=True, help="why (kept on the ledger entry)")
     create_grant.add_argument("--idempotency-key")
     create_grant.set_defaults(run=command_grants_create)
 
