@@ -58,7 +58,8 @@ def timed(label: str, data: bytes, repeat: int = 3) -> None:
         palette_times.append(time.perf_counter() - decoded)
     print(
         f"{label:<34} {len(data) / 1024:>7.0f} KiB  decode {min(decode_times) * 1000:>6.0f} ms"
-        f"  palette {min(palette_times) * 1000:>5.0f} ms  ({found.sampled} pixels sampled, {len(found.colors)} colours)"
+        f"  palette {min(palette_times) * 1000:>5.0f} ms"
+        f"  ({found.sampled} pixels sampled, {len(found.colors)} colours)"
     )
 
 
