@@ -60,7 +60,6 @@ JOB_FIELDS = {
     "cache",
     "metadata",
     "feature",
-    "user",
 }
 _CSV_INTEGERS = {"n", "seed"}
 _CSV_JSON = {"context", "entity", "cache", "metadata"}

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tollgate.generation.cache_key import CacheOptions
 from tollgate.generation.registry import parse_size
-from tollgate.generation.requests import FeatureName, GenerationBody, ModelName, UserTag
+from tollgate.generation.requests import FeatureName, GenerationBody, ModelName
 
 MAX_BATCH_ITEMS = 100
 MAX_JOB_IMAGES = 4
@@ -56,7 +56,6 @@ class ImageJobRequest(GenerationBody):
     entity: EntityRef | None = None
     cache: CacheOptions | None = None
     feature: FeatureName | None = None
-    user: UserTag | None = None
     metadata: dict[str, Any] | None = Field(default=None, max_length=16)
 
     @field_validator("size")
