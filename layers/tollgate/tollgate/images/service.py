@@ -356,7 +356,9 @@ class ImageService:
                 logger.exception("could not release a failed synchronous image request")
             raise
         done = self._billing.complete_new(job, generated, self._clock.now())
-        return SyncImages(done, generated.data if want_bytes else (), False)
+        if not want_bytes:
+            return SyncImages(done, (), False)
+        return SyncImages(done, generated.data or self._read_all(done), False)
 
     # -- POST /v1/images/analyze --------------------------------------------------------------
 
