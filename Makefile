@@ -6,7 +6,8 @@
 #   make test-unit     one layer of tests (also test-integration, test-e2e)
 #   make lint          ruff check + ruff format --check       (make format: fix both)
 #   make typecheck     mypy (strict)
-#   make bench         cold imports per handler vs `import boto3`; generate overhead and AWS calls
+#   make bench         cold imports per handler vs `import boto3`; generate overhead and AWS calls;
+#                      colour analysis (PNG decode + palette)
 #   make sam-validate  sam validate --lint                    (SAM CLI in its own .venv-sam)
 #   make sam-build     sam build + bytecode, then check the layer holds tollgate, data, encodings
 #   make clean         build output and caches    (make distclean: venvs and .tollgate too)
@@ -88,6 +89,7 @@ typecheck: venv
 bench: venv
 	$(BIN)/python bench/cold_imports.py
 	PYTHONPATH=$(LOCAL_PYTHONPATH) $(BIN)/python bench/generate_overhead.py
+	PYTHONPATH=$(LOCAL_PYTHONPATH) $(BIN)/python bench/image_palette.py
 
 sam-validate: sam-venv
 	$(SAM_ENV) $(SAM) validate --lint

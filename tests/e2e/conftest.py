@@ -106,6 +106,9 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
         "TOLLGATE_MOTO_PORT": str(moto_port),
         "TOLLGATE_STATE_DIR": str(state_dir),
         "PYTHONUNBUFFERED": "1",
+        # A failed SQS message comes back after 1 s, not the queue's visibility timeout
+        # (18 minutes for image jobs): the DLQ test sees all five receives.
+        "TOLLGATE_SQS_RETRY_SECONDS": "1",
     }
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         env.pop(name, None)

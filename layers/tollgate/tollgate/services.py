@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 from tollgate.settings import get_settings
 
 if TYPE_CHECKING:
+    from tollgate.aws.assets import S3AssetStore
     from tollgate.aws.dynamodb import DynamoTable
     from tollgate.aws.idempotency_store import DynamoIdempotencyStore
     from tollgate.aws.identity_store import DynamoIdentityStore
+    from tollgate.aws.image_store import DynamoImageJobStore
     from tollgate.aws.secrets import ParameterSecrets
     from tollgate.aws.usage_store import DynamoUsageLog
     from tollgate.credits.alerts import AlertPublisher
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from tollgate.generation.service import GenerationService
     from tollgate.identity.ports import IdentityStore
     from tollgate.identity.service import IdentityService
+    from tollgate.images.service import ImageService
+    from tollgate.images.worker import ImageWorker
     from tollgate.metering.service import MeteringService
     from tollgate.providers.catalog import ProviderCatalog
 
@@ -186,6 +190,68 @@ def generation() -> GenerationService:
     )
 
 
+# -- images (issue 5) ---------------------------------------------------------------------------
+
+
+@cache
+def image_jobs() -> DynamoImageJobStore:
+    from tollgate.aws.image_store import DynamoImageJobStore
+
+    return DynamoImageJobStore(table(), usage_log())
+
+
+@cache
+def image_assets() -> S3AssetStore:
+    from tollgate.aws.assets import S3AssetStore
+
+    return S3AssetStore(get_settings().assets_bucket)
+
+
+@cache
+def images() -> ImageService:
+    """Image jobs, batches, synchronous generations and colour analysis."""
+    from tollgate.aws.job_queue import SqsJobQueue
+    from tollgate.errors import ServiceUnavailable
+    from tollgate.generation.registry import load_models
+    from tollgate.generation.security import ContentLimits
+    from tollgate.images.service import ImageService
+
+    settings = get_settings()
+    if settings.image_jobs_queue_url is None:
+        raise ServiceUnavailable("No image jobs queue is configured (IMAGE_JOBS_QUEUE_URL)")
+    return ImageService(
+        providers(),
+        metering(),
+        image_jobs(),
+        image_assets(),
+        SqsJobQueue(settings.image_jobs_queue_url),
+        load_models(),
+        usage_log(),
+        url_ttl_seconds=settings.asset_url_ttl_seconds,
+        sync_max_images=settings.image_sync_max_images,
+        limits=ContentLimits.from_settings(settings),
+    )
+
+
+@cache
+def image_worker() -> ImageWorker:
+    """The worker of the image jobs queue."""
+    from tollgate.generation.registry import load_models
+    from tollgate.images.worker import ImageWorker
+
+    return ImageWorker(
+        providers(),
+        metering(),
+        image_jobs(),
+        image_assets(),
+        load_models(),
+        max_receive_count=get_settings().image_job_max_receive_count,
+    )
+
+
+# -- end of images ------------------------------------------------------------------------------
+
+
 def idempotency_ttl() -> int:
     return get_settings().idempotency_ttl_seconds
 
@@ -207,6 +273,10 @@ def reset() -> None:
         providers,
         usage_log,
         generation,
+        image_jobs,
+        image_assets,
+        images,
+        image_worker,
         get_settings,
     ):
         built.cache_clear()

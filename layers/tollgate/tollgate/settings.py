@@ -72,6 +72,15 @@ class Settings(BaseModel):
     cache_bucket: str = Field("tollgate-cache", alias="CACHE_BUCKET", min_length=3)
     usage_log_retention_days: int = Field(90, alias="USAGE_LOG_RETENTION_DAYS", ge=1, le=3650)
 
+    # Images (issue 5, docs/images.md): the jobs queue, the assets bucket and its presigned URLs,
+    # the queue's maxReceiveCount (the worker's last attempt releases the job's credits), and
+    # how many images POST /v1/images/generations makes inline.
+    image_jobs_queue_url: str | None = Field(None, alias="IMAGE_JOBS_QUEUE_URL", min_length=1)
+    assets_bucket: str = Field("tollgate-assets", alias="ASSETS_BUCKET", min_length=3)
+    asset_url_ttl_seconds: int = Field(3600, alias="ASSET_URL_TTL_SECONDS", ge=60, le=604_800)
+    image_job_max_receive_count: int = Field(5, alias="IMAGE_JOB_MAX_RECEIVE_COUNT", ge=1, le=1000)
+    image_sync_max_images: int = Field(4, alias="IMAGE_SYNC_MAX_IMAGES", ge=1, le=10)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ

@@ -18,12 +18,15 @@ import boto3
 from botocore.config import Config
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=2, read_timeout=10)
+# S3 presigns with Signature Version 4 (boto3 would presign with SigV2 in us-east-1).
+_SERVICE_CONFIG = {"s3": Config(signature_version="s3v4")}
 
 
 @cache
 def client(service: str) -> Any:
     trace_aws_calls()
-    return boto3.session.Session().client(service, config=_CONFIG)
+    config = _CONFIG.merge(_SERVICE_CONFIG[service]) if service in _SERVICE_CONFIG else _CONFIG
+    return boto3.session.Session().client(service, config=config)
 
 
 @cache

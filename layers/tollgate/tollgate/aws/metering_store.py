@@ -54,6 +54,7 @@ from tollgate.metering.models import (
     PurchaseStatus,
     Release,
     Reservation,
+    ReservationPart,
     ReservationStatus,
     Settlement,
 )
@@ -219,7 +220,9 @@ def _settlement(s: Settlement) -> Item:
     }
 
 
-def _settlement_from(reservation_id: str, org_id: str, raw: Mapping[str, Any]) -> Settlement:
+def _settlement_from(
+    reservation_id: str, org_id: str, raw: Mapping[str, Any], part_id: str | None = None
+) -> Settlement:
     return Settlement(
         reservation_id=reservation_id,
         org_id=org_id,
@@ -231,6 +234,7 @@ def _settlement_from(reservation_id: str, org_id: str, raw: Mapping[str, Any]) -
         forfeited_credits=int(raw["forfeited_credits"]),
         balance_after=int(raw["balance_after"]),
         settled_at=parse_iso(raw["settled_at"]),
+        part_id=part_id,
     )
 
 
@@ -243,7 +247,9 @@ def _release(r: Release) -> Item:
     }
 
 
-def _release_from(reservation_id: str, org_id: str, raw: Mapping[str, Any]) -> Release:
+def _release_from(
+    reservation_id: str, org_id: str, raw: Mapping[str, Any], part_id: str | None = None
+) -> Release:
     return Release(
         reservation_id=reservation_id,
         org_id=org_id,
@@ -251,12 +257,48 @@ def _release_from(reservation_id: str, org_id: str, raw: Mapping[str, Any]) -> R
         forfeited_credits=int(raw["forfeited_credits"]),
         balance_after=int(raw["balance_after"]),
         released_at=parse_iso(raw["released_at"]),
+        part_id=part_id,
+    )
+
+
+def _part(part: ReservationPart, counter_index: Mapping[str, int]) -> Item:
+    # A part's counters are the batch's (by index into its ``counted``): the item stays small.
+    return {
+        "id": part.part_id,
+        "estimate": _charge(part.estimate),
+        "counted": [[counter_index[c.counter_key], c.amount] for c in part.counted],
+        "status": part.status.value,
+        "draws": _draws(part.draws),
+        "settlement": _settlement(part.settlement) if part.settlement else None,
+        "release": _release(part.release) if part.release else None,
+    }
+
+
+def _part_from(
+    reservation_id: str, org_id: str, raw: Mapping[str, Any], counted: Sequence[CountedUsage]
+) -> ReservationPart:
+    part_id = str(raw["id"])
+    settlement = raw.get("settlement")
+    release = raw.get("release")
+    return ReservationPart(
+        part_id=part_id,
+        estimate=_charge_from(raw["estimate"]),
+        counted=tuple(
+            CountedUsage(
+                counted[index].counter_key, counted[index].metric, int(amount), counted[index].window_end
+            )
+            for index, amount in raw.get("counted") or []
+        ),
+        status=ReservationStatus(raw["status"]),
+        draws=_draws_from(raw.get("draws")),
+        settlement=_settlement_from(reservation_id, org_id, settlement, part_id) if settlement else None,
+        release=_release_from(reservation_id, org_id, release, part_id) if release else None,
     )
 
 
 def reservation_to_item(r: Reservation) -> Item:
     # What no condition or index needs goes into one JSON body: fewer attributes to (de)serialize.
-    body = {
+    body: Item = {
         "user": r.user,
         "feature": r.feature,
         "held_credits": r.held_credits,
@@ -271,6 +313,9 @@ def reservation_to_item(r: Reservation) -> Item:
         "settlement": _settlement(r.settlement) if r.settlement else None,
         "release": _release(r.release) if r.release else None,
     }
+    if r.parts:
+        index = {c.counter_key: number for number, c in enumerate(r.counted)}
+        body["parts"] = [_part(part, index) for part in r.parts]
     item: Item = {
         **reservation_key(r.org_id, r.reservation_id),
         "type": "reservation",
@@ -280,6 +325,8 @@ def reservation_to_item(r: Reservation) -> Item:
         "created_at": _time(r.created_at),
         "body": json.dumps(body, sort_keys=True, separators=(",", ":")),
     }
+    if r.parts:
+        item["version"] = r.version  # the condition of every part's move
     if r.status is ReservationStatus.HELD:
         # Sparse index of what is still held, for the stale-hold sweep.
         item["gsi1pk"] = f"HELD#{r.org_id}"
@@ -292,6 +339,10 @@ def reservation_to_item(r: Reservation) -> Item:
 def reservation_from_item(item: Item) -> Reservation:
     rid, org_id = str(item["reservation_id"]), str(item["org_id"])
     body = json.loads(item["body"])
+    counted = tuple(
+        CountedUsage(str(c["key"]), c["metric"], int(c["amount"]), parse_iso(c["window_end"]))
+        for c in body.get("counted") or []
+    )
     return Reservation(
         reservation_id=rid,
         org_id=org_id,
@@ -301,15 +352,14 @@ def reservation_from_item(item: Item) -> Reservation:
         held_credits=int(body["held_credits"]),
         estimate=_charge_from(body["estimate"]),
         draws=_draws_from(body.get("draws")),
-        counted=tuple(
-            CountedUsage(str(c["key"]), c["metric"], int(c["amount"]), parse_iso(c["window_end"]))
-            for c in body.get("counted") or []
-        ),
+        counted=counted,
         balance_after=int(body["balance_after"]),
         created_at=parse_iso(item["created_at"]),
         settlement=_settlement_from(rid, org_id, body["settlement"]) if body.get("settlement") else None,
         release=_release_from(rid, org_id, body["release"]) if body.get("release") else None,
         pricing_rule=dict(body.get("pricing_rule") or {}),
+        parts=tuple(_part_from(rid, org_id, raw, counted) for raw in body.get("parts") or []),
+        version=int(item.get("version", 0)),
     )
 
 
@@ -441,7 +491,7 @@ class DynamoMeteringStore:
 
     def _batch_get(self, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
         """Strongly consistent reads of up to any number of keys (100 per call)."""
-        return _batch_get_all(self._table, keys)
+        return batch_get_all(self._table, keys)
 
     def load(
         self,
@@ -593,14 +643,16 @@ class DynamoMeteringStore:
                 put(reservation_to_item(commit.new_reservation), "attribute_not_exists(pk)"),
             )
         if commit.reservation is not None:
+            condition = "#status = :expected"
+            names = {"#status": "status"}
+            values: dict[str, Any] = {":expected": commit.reservation.expected.value}
+            if commit.reservation.expected_version is not None:
+                condition += " AND #version = :version"
+                names["#version"] = "version"
+                values[":version"] = commit.reservation.expected_version
             add(
                 "reservation",
-                put(
-                    reservation_to_item(commit.reservation.after),
-                    "#status = :expected",
-                    names={"#status": "status"},
-                    values={":expected": commit.reservation.expected.value},
-                ),
+                put(reservation_to_item(commit.reservation.after), condition, names=names, values=values),
             )
         if commit.new_purchase is not None:
             add("new_purchase", put(purchase_to_item(commit.new_purchase), "attribute_not_exists(pk)"))
@@ -756,7 +808,9 @@ def _batch_get_chunk(table: DynamoTable, keys: list[Item]) -> list[Item]:
     raise ServiceUnavailable("DynamoDB left keys unprocessed; retry shortly", headers={"Retry-After": "1"})
 
 
-def _batch_get_all(table: DynamoTable, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
+def batch_get_all(table: DynamoTable, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
+    """Strongly consistent reads of any number of keys (``BatchGetItem``, 100 keys a call,
+    unprocessed keys retried), by (pk, sk)."""
     found: dict[tuple[str, str], Item] = {}
     for start in range(0, len(keys), _BATCH_LIMIT):
         for item in _batch_get_chunk(table, list(keys[start : start + _BATCH_LIMIT])):

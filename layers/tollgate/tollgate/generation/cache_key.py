@@ -133,3 +133,62 @@ def cache_ttl(kind: CacheKind, options: CacheOptions | None = None) -> int:
     if options is not None and options.ttl is not None:
         return options.ttl
     return DEFAULT_TTL_SECONDS[kind]
+
+
+# -- images (S7): the prompt hash and the context hash that deduplicate assets within an org ------
+
+
+def _image_shape(model: str, size: str, quality: str | None, style: str | None, n: int) -> dict[str, Any]:
+    return {"model": model, "size": size, "quality": quality, "style": style, "n": n}
+
+
+def image_prompt_hash(
+    org_id: str,
+    provider: str,
+    model: str,
+    prompt: str,
+    *,
+    size: str,
+    quality: str | None,
+    style: str | None,
+    n: int = 1,
+    negative_prompt: str | None = None,
+    seed: int | None = None,
+) -> str:
+    """The hash under which an org's image is found again: the prompt as the provider gets it
+    (NFC, whitespace runs as one space, trimmed) with what shapes the image (model or alias,
+    size, quality, style, n, negative prompt, seed). ``provider`` is that of the first model
+    of the chain, so a newly configured provider is not served an older provider's images."""
+    return cache_key(
+        org_id,
+        provider,
+        model,
+        {
+            "kind": "image_prompt",
+            "prompt": " ".join(prompt.split()),
+            "negative_prompt": " ".join(negative_prompt.split()) if negative_prompt else None,
+            "seed": seed,
+            **_image_shape(model, size, quality, style, n),
+        },
+    )
+
+
+def image_context_hash(
+    org_id: str,
+    provider: str,
+    model: str,
+    context: Mapping[str, Any],
+    *,
+    size: str,
+    quality: str | None,
+    style: str | None,
+    n: int = 1,
+) -> str:
+    """The hash of a request's ``context`` object (what the image is for, whatever its
+    prompt's wording): an image made for the same context, of the same shape, is reused."""
+    return cache_key(
+        org_id,
+        provider,
+        model,
+        {"kind": "image_context", "context": dict(context), **_image_shape(model, size, quality, style, n)},
+    )

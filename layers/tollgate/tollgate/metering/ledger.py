@@ -107,6 +107,10 @@ class LedgerPosting:
     def spendable(self) -> int:
         return spendable(self._lots.values(), self.at)
 
+    def lot_is_open(self, lot_id: str) -> bool:
+        """Whether the lot is open (held credits of a closed lot are forfeited when released)."""
+        return self._lot_or_fail(lot_id).status is LotStatus.OPEN
+
     @property
     def changed(self) -> bool:
         """True when there is something to write: an entry, or a lot that changed status."""

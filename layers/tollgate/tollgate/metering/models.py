@@ -111,8 +111,33 @@ class CountedUsage:
 
 
 @dataclass(frozen=True)
+class ReservationPart:
+    """One part of a batch reservation (one image job of a batch): its estimate, what it
+    counted in each limit, and how it ended. ``draws`` is its share of the batch's hold, taken
+    when the part settles or releases (negative, as a hold's draws are)."""
+
+    part_id: str
+    estimate: Charge
+    counted: tuple[CountedUsage, ...]
+    status: ReservationStatus = ReservationStatus.HELD
+    draws: tuple[LotDraw, ...] = ()
+    settlement: Settlement | None = None
+    release: Release | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is ReservationStatus.HELD
+
+
+@dataclass(frozen=True)
 class Reservation:
-    """A hold on credits and the limit counters counted for one request or job."""
+    """A hold on credits and the limit counters counted for one request or job.
+
+    A batch reservation (``reserve_batch``) has ``parts``: one hold and one count for all of
+    them, settled or released part by part; ``version`` goes up with every part's move (each
+    move is written only over the version it read) and the reservation closes with its last
+    part: ``settled`` when any part settled, else ``released``.
+    """
 
     reservation_id: str
     org_id: str
@@ -128,6 +153,15 @@ class Reservation:
     settlement: Settlement | None = None
     release: Release | None = None
     pricing_rule: dict[str, object] = field(default_factory=dict)  # the feature rule it was priced by
+    parts: tuple[ReservationPart, ...] = ()
+    version: int = 0
+
+    @property
+    def is_batch(self) -> bool:
+        return bool(self.parts)
+
+    def part(self, part_id: str) -> ReservationPart | None:
+        return next((part for part in self.parts if part.part_id == part_id), None)
 
 
 @dataclass(frozen=True)
@@ -149,6 +183,7 @@ class Settlement:
     forfeited_credits: int
     balance_after: int
     settled_at: datetime
+    part_id: str | None = None  # the part of a batch reservation this settles
 
 
 @dataclass(frozen=True)
@@ -165,6 +200,7 @@ class Release:
     forfeited_credits: int
     balance_after: int
     released_at: datetime
+    part_id: str | None = None  # the part of a batch reservation this releases
 
 
 @dataclass(frozen=True)
@@ -358,6 +394,7 @@ __all__ = [
     "Release",
     "RenewalResult",
     "Reservation",
+    "ReservationPart",
     "ReservationStatus",
     "Settlement",
     "StaleSweep",

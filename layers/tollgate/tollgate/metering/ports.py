@@ -51,10 +51,12 @@ class AccountChange:
 
 @dataclass(frozen=True)
 class ReservationTransition:
-    """Write ``after`` only if the stored reservation is still in status ``expected``."""
+    """Write ``after`` only if the stored reservation is still in status ``expected`` (and,
+    for a batch reservation moved part by part, still at ``expected_version``)."""
 
     after: Reservation
     expected: ReservationStatus
+    expected_version: int | None = None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from tollgate.errors import (
 )
 from tollgate.identity.models import Caller
 from tollgate.ids import new_id
+from tollgate.metering.batches import MAX_BATCH_PARTS, closing_status, part_share, with_part
 from tollgate.metering.ledger import CaptureOutcome, CreditAccount, LedgerPosting
 from tollgate.metering.limits import (
     ApplicableLimit,
@@ -67,6 +68,7 @@ from tollgate.metering.models import (
     Release,
     RenewalResult,
     Reservation,
+    ReservationPart,
     ReservationStatus,
     Settlement,
     StaleSweep,
@@ -288,10 +290,12 @@ class MeteringService:
             now = self._clock.now()
             snapshot = self._snapshot(org_id, None, fresh, reservation_id=reservation_id, held=True)
             held = self._existing(snapshot, org_id, reservation_id)
+            if held.is_batch:
+                raise Conflict(f"Reservation {reservation_id} is a batch: its parts settle one by one")
             if held.status is ReservationStatus.SETTLED and held.settlement is not None:
                 return held.settlement  # settled before: act once
             self._require_held(held)
-            rule = self._rule_of(held.pricing_rule) if held.pricing_rule else held.feature
+            rule = self._rule_of(held)
             charge = self._pricing.charge(rule, actual)
             posting = LedgerPosting(snapshot.account, now)
             posting.expire_due()
@@ -345,7 +349,8 @@ class MeteringService:
         ``attach`` gives what other stores write with the release (the failed request's record
         and usage log entry), in the same transaction. Idempotent: releasing twice returns the
         first release. ``Conflict`` if it was settled; ``NotFound`` if there is no such
-        reservation in this org.
+        reservation in this org. A batch reservation releases every part still open (what the
+        stale-hold sweep needs); ``attach`` does not apply to it.
         """
         _check_id(reservation_id, "reservation id")
 
@@ -353,6 +358,8 @@ class MeteringService:
             now = self._clock.now()
             snapshot = self._snapshot(org_id, None, fresh, reservation_id=reservation_id, held=True)
             held = self._existing(snapshot, org_id, reservation_id)
+            if held.is_batch:
+                return self._release_open_parts(org_id, snapshot, held, now)
             if held.status is ReservationStatus.RELEASED and held.release is not None:
                 return held.release  # released before: act once
             self._require_held(held)
@@ -472,6 +479,322 @@ class MeteringService:
 
         return self._attempts(attempt)
 
+    # -- batches: one reservation for many requests --------------------------------------------
+
+    def reserve_batch(
+        self,
+        caller: Caller,
+        feature: str | FeatureRule,
+        parts: Sequence[tuple[str, Usage]],
+        reservation_id: str,
+    ) -> Reservation:
+        """Reserve a whole batch at once: all of it or none of it.
+
+        ``parts`` are (part id, estimate) pairs, at most ``MAX_BATCH_PARTS``. In one DynamoDB
+        transaction every part is counted in every limit that applies to it (N images are N
+        requests), the sum of their estimated credits is held, and the reservation item (holding
+        every part) is written only if absent. A batch over a limit is refused whole, as one
+        that the org cannot afford: ``RateLimited``, ``QuotaExceeded`` or
+        ``InsufficientCredits``, with nothing counted or held. The same ``reservation_id`` twice
+        acts once. Each part then ends with ``settle_part`` or ``release_part``.
+        """
+        org_id = self._org_of(caller)
+        _check_id(reservation_id, "reservation id")
+        if not 1 <= len(parts) <= MAX_BATCH_PARTS:
+            raise InvalidRequest(f"A batch has 1 to {MAX_BATCH_PARTS} parts")
+        part_ids = [part_id for part_id, _ in parts]
+        if len(set(part_ids)) != len(part_ids):
+            raise InvalidRequest("Two parts of a batch have the same id")
+        for part_id in part_ids:
+            _check_id(part_id, "part id")
+        rule = self._pricing.features.resolve(feature)
+        priced = [(usage, self._pricing.charge(rule, usage)) for _, usage in parts]
+        total = Charge(
+            feature=rule.name,
+            rule=rule.rule,
+            cost_micro_usd=sum(charge.cost_micro_usd for _, charge in priced),
+            credits=sum(charge.credits for _, charge in priced),
+            tokens=sum(charge.tokens for _, charge in priced),
+        )
+
+        def attempt(fresh: bool) -> Reservation:
+            now = self._clock.now()
+            snapshot = self._snapshot(org_id, caller, fresh, reservation_id=reservation_id)
+            if snapshot.reservation is not None:
+                return snapshot.reservation
+            limits, counted, per_part, changes = self._count_parts(
+                snapshot.profile, caller, rule, priced, now
+            )
+            posting = LedgerPosting(snapshot.account, now)
+            posting.expire_due()
+            try:
+                draws = posting.hold(total.credits, reservation_id)
+            except CreditShortage as short:
+                if not snapshot.read:
+                    raise _Unverified from None
+                raise self._shortage(short.needed, short.available) from None
+            reservation = Reservation(
+                reservation_id=reservation_id,
+                org_id=org_id,
+                user=caller.user,
+                feature=rule.name,
+                status=ReservationStatus.HELD,
+                held_credits=total.credits,
+                estimate=total,
+                draws=draws,
+                counted=counted,
+                balance_after=posting.balance,
+                created_at=now,
+                pricing_rule=self._rule_dump(rule),
+                parts=tuple(
+                    ReservationPart(part_id, charge, part_counted)
+                    for part_id, (_, charge), part_counted in zip(part_ids, priced, per_part, strict=True)
+                ),
+            )
+            try:
+                self._commit_posting(org_id, posting, counters=changes, new_reservation=reservation)
+            except ReservationExists as replay:
+                return replay.existing
+            except LimitReached as reached:
+                raise self._limit_refusal(limits, reached.used, now) from None
+            return reservation
+
+        return self._attempts(attempt)
+
+    def settle_part(
+        self,
+        org_id: str,
+        reservation_id: str,
+        part_id: str,
+        actual: Usage,
+        attach: Callable[[Settlement], StagedWrites | None] | None = None,
+    ) -> Settlement:
+        """Charge one part of a batch reservation its actual usage, as ``settle`` does for a
+        reservation of its own: its share of the batch's hold (its estimate) is captured, the
+        rest of that share goes back, and its token and cost counters move to the actual.
+
+        Each part settles at most once: the reservation is written only over the version it
+        was read at, so two workers settling parts at once never lose a move (the later one
+        reads again). Settling a settled part returns its settlement; ``Conflict`` if it was
+        released; ``NotFound`` for an unknown reservation or part. The reservation closes with
+        its last part.
+        """
+        _check_id(reservation_id, "reservation id")
+
+        def attempt(fresh: bool) -> Settlement:
+            now = self._clock.now()
+            snapshot = self._read(org_id, reservation_id)
+            held, part = self._existing_part(snapshot, org_id, reservation_id, part_id)
+            if part.status is ReservationStatus.SETTLED and part.settlement is not None:
+                return part.settlement  # settled before: act once
+            if not part.is_open:
+                raise Conflict(
+                    f"Part {part_id} of reservation {reservation_id} is already {part.status.value}"
+                )
+            charge = self._pricing.charge(self._rule_of(held), actual)
+            share = part_share(held, part)
+            posting = LedgerPosting(snapshot.account, now)
+            posting.expire_due()
+            outcome = (
+                posting.capture(share, charge.credits, part_id)
+                if part.estimate.credits or charge.credits
+                else CaptureOutcome(0, 0, 0, 0)
+            )
+            counters = [
+                CounterChange(c.counter_key, delta, None, c.window_end + COUNTER_GRACE)
+                for c in part.counted
+                if c.metric != "requests"
+                and c.window_end > now
+                and (delta := usage_amount(c.metric, charge) - c.amount) != 0
+            ]
+            settlement = Settlement(
+                reservation_id=reservation_id,
+                org_id=org_id,
+                actual=charge,
+                held_credits=part.estimate.credits,
+                charged_credits=outcome.charged,
+                released_credits=outcome.released,
+                uncollected_credits=outcome.uncollected,
+                forfeited_credits=outcome.forfeited,
+                balance_after=posting.balance,
+                settled_at=now,
+                part_id=part_id,
+            )
+            done = replace(part, status=ReservationStatus.SETTLED, draws=share, settlement=settlement)
+            self._commit_part(org_id, posting, held, done, counters, attach(settlement) if attach else None)
+            return settlement
+
+        return self._attempts(attempt)
+
+    def release_part(
+        self,
+        org_id: str,
+        reservation_id: str,
+        part_id: str,
+        attach: Callable[[Release], StagedWrites | None] | None = None,
+    ) -> Release:
+        """Give back one part's share of a batch's hold and un-count everything that part
+        counted (its request included), as ``release`` does for a reservation of its own.
+        Releasing a released part returns its release; ``Conflict`` if it was settled."""
+        _check_id(reservation_id, "reservation id")
+
+        def attempt(fresh: bool) -> Release:
+            now = self._clock.now()
+            snapshot = self._read(org_id, reservation_id)
+            held, part = self._existing_part(snapshot, org_id, reservation_id, part_id)
+            if part.status is ReservationStatus.RELEASED and part.release is not None:
+                return part.release  # released before: act once
+            if not part.is_open:
+                raise Conflict(
+                    f"Part {part_id} of reservation {reservation_id} is already {part.status.value}"
+                )
+            share = part_share(held, part)
+            posting = LedgerPosting(snapshot.account, now)
+            posting.expire_due()
+            outcome = posting.release(share, part_id)
+            released = Release(
+                reservation_id=reservation_id,
+                org_id=org_id,
+                released_credits=outcome.released,
+                forfeited_credits=outcome.forfeited,
+                balance_after=posting.balance,
+                released_at=now,
+                part_id=part_id,
+            )
+            done = replace(part, status=ReservationStatus.RELEASED, draws=share, release=released)
+            self._commit_part(
+                org_id,
+                posting,
+                held,
+                done,
+                self._uncount(part.counted, now),
+                attach(released) if attach else None,
+            )
+            return released
+
+        return self._attempts(attempt)
+
+    def _release_open_parts(
+        self, org_id: str, snapshot: MeteringSnapshot, held: Reservation, now: datetime
+    ) -> Release:
+        """Release every open part of a batch reservation in one move (the stale-hold sweep).
+        One release entry for the whole remainder keeps the transaction small whatever the
+        number of parts; each part still records its own share."""
+        open_parts = [part for part in held.parts if part.is_open]
+        if not open_parts:
+            if held.release is not None:
+                return held.release  # released before: act once
+            raise Conflict(f"Reservation {held.reservation_id} is already {held.status.value}")
+        posting = LedgerPosting(snapshot.account, now)
+        posting.expire_due()
+        parts = list(held.parts)
+        shares: list[tuple[ReservationPart, tuple[LotDraw, ...]]] = []
+        current = held
+        for part in open_parts:
+            share = part_share(current, part)
+            shares.append((part, share))
+            current = replace(
+                current,
+                parts=with_part(current, replace(part, status=ReservationStatus.RELEASED, draws=share)),
+            )
+        forfeits = {
+            part.part_id: sum(-draw.amount for draw in share if not posting.lot_is_open(draw.lot_id))
+            for part, share in shares
+        }
+        remainder = [draw for _, share in shares for draw in share]
+        outcome = posting.release(remainder, held.reservation_id)
+        released = Release(
+            reservation_id=held.reservation_id,
+            org_id=org_id,
+            released_credits=outcome.released,
+            forfeited_credits=outcome.forfeited,
+            balance_after=posting.balance,
+            released_at=now,
+        )
+        by_id = {
+            part.part_id: replace(
+                part,
+                status=ReservationStatus.RELEASED,
+                draws=share,
+                release=Release(
+                    reservation_id=held.reservation_id,
+                    org_id=org_id,
+                    released_credits=part.estimate.credits - forfeits[part.part_id],
+                    forfeited_credits=forfeits[part.part_id],
+                    balance_after=posting.balance,
+                    released_at=now,
+                    part_id=part.part_id,
+                ),
+            )
+            for part, share in shares
+        }
+        parts = [by_id.get(part.part_id, part) for part in parts]
+        counted = [c for part in open_parts for c in part.counted]
+        after = replace(
+            held,
+            parts=tuple(parts),
+            status=closing_status(parts),
+            release=released,
+            version=held.version + 1,
+        )
+        self._commit_posting(
+            org_id,
+            posting,
+            counters=self._uncount(counted, now),
+            reservation=ReservationTransition(after, ReservationStatus.HELD, held.version),
+        )
+        return released
+
+    def _commit_part(
+        self,
+        org_id: str,
+        posting: LedgerPosting,
+        held: Reservation,
+        done: ReservationPart,
+        counters: Sequence[CounterChange],
+        staged: StagedWrites | None,
+    ) -> None:
+        """Write one part's move: over the version of the reservation it was computed from,
+        closing the reservation when it was the last open part."""
+        parts = with_part(held, done)
+        after = replace(held, parts=parts, status=closing_status(parts), version=held.version + 1)
+        self._commit_posting(
+            org_id,
+            posting,
+            counters=counters,
+            reservation=ReservationTransition(after, ReservationStatus.HELD, held.version),
+            staged=staged,
+        )
+
+    @staticmethod
+    def _uncount(counted: Sequence[CountedUsage], now: datetime) -> list[CounterChange]:
+        """Counter writes taking back what was counted (summed per counter), in windows still open."""
+        totals: dict[str, tuple[int, datetime]] = {}
+        for c in counted:
+            if c.amount and c.window_end > now:
+                amount, _ = totals.get(c.counter_key, (0, c.window_end))
+                totals[c.counter_key] = (amount + c.amount, c.window_end)
+        return [
+            CounterChange(key, -amount, None, window_end + COUNTER_GRACE)
+            for key, (amount, window_end) in totals.items()
+        ]
+
+    def _read(self, org_id: str, reservation_id: str) -> MeteringSnapshot:
+        """One consistent read (batch parts are settled by other processes than the one that
+        reserved them, so there is nothing to start from optimistically)."""
+        snapshot = self._store.load(org_id, reservation_id=reservation_id)
+        self._known.put(org_id, snapshot.account)
+        return snapshot
+
+    def _existing_part(
+        self, snapshot: MeteringSnapshot, org_id: str, reservation_id: str, part_id: str
+    ) -> tuple[Reservation, ReservationPart]:
+        held = self._existing(snapshot, org_id, reservation_id)
+        part = held.part(part_id)
+        if part is None:
+            raise NotFound(f"No part {part_id!r} in reservation {reservation_id!r}")
+        return held, part
+
     def _count(
         self,
         profile: OrgProfile,
@@ -483,21 +806,50 @@ class MeteringService:
     ) -> tuple[list[ApplicableLimit], tuple[CountedUsage, ...], list[CounterChange]]:
         """The limits a request counts in, what it counts, and the bounded counter writes.
         A request bigger than a limit on its own is refused here (nothing could ever fit it)."""
+        limits, counted, _, changes = self._count_parts(profile, caller, rule, [(usage, charge)], now)
+        return limits, counted, changes
+
+    def _count_parts(
+        self,
+        profile: OrgProfile,
+        caller: Caller,
+        rule: FeatureRule,
+        parts: Sequence[tuple[Usage, Charge]],
+        now: datetime,
+    ) -> tuple[
+        list[ApplicableLimit], tuple[CountedUsage, ...], list[tuple[CountedUsage, ...]], list[CounterChange]
+    ]:
+        """For requests counted together (one, or the parts of a batch): the limits they count
+        in, what they count in each counter in all, what each of them counts, and the bounded
+        counter writes of the total. A total bigger than a limit on its own is refused here."""
         assert caller.org_id is not None
-        limits = self._request_limits(profile, caller, rule.kind, usage.provider, now)
-        counted: list[CountedUsage] = []
-        changes: list[CounterChange] = []
-        for limit in limits:
-            amount = usage_amount(limit.spec.metric, charge)
-            if amount > limit.spec.max:
-                used = self._store.counters(caller.org_id, [limit.counter_key]).get(limit.counter_key, 0)
-                raise self._limit_refusal([limit], {limit.counter_key: used}, now, too_big=True)
-            counted.append(CountedUsage(limit.counter_key, limit.spec.metric, amount, limit.window.end))
-            if amount:
-                changes.append(
-                    CounterChange(limit.counter_key, amount, limit.spec.max, limit.window.end + COUNTER_GRACE)
-                )
-        return limits, tuple(counted), changes
+        limits: dict[str, ApplicableLimit] = {}
+        totals: dict[str, int] = {}
+        per_part: list[tuple[CountedUsage, ...]] = []
+        for usage, charge in parts:
+            counted: list[CountedUsage] = []
+            for limit in self._request_limits(profile, caller, rule.kind, usage.provider, now):
+                key = limit.counter_key
+                amount = usage_amount(limit.spec.metric, charge)
+                limits.setdefault(key, limit)
+                totals[key] = totals.get(key, 0) + amount
+                counted.append(CountedUsage(key, limit.spec.metric, amount, limit.window.end))
+            per_part.append(tuple(counted))
+        for key, total in totals.items():
+            limit = limits[key]
+            if total > limit.spec.max:
+                used = self._store.counters(caller.org_id, [key]).get(key, 0)
+                raise self._limit_refusal([limit], {key: used}, now, too_big=True)
+        counted_total = tuple(
+            CountedUsage(key, limits[key].spec.metric, total, limits[key].window.end)
+            for key, total in totals.items()
+        )
+        changes = [
+            CounterChange(key, total, limits[key].spec.max, limits[key].window.end + COUNTER_GRACE)
+            for key, total in totals.items()
+            if total
+        ]
+        return list(limits.values()), counted_total, per_part, changes
 
     @staticmethod
     def _replayed_settlement(reservation: Reservation) -> Settlement:
@@ -556,8 +908,12 @@ class MeteringService:
             return dict(dumped)
         return rule.model_dump(mode="json")
 
-    def _rule_of(self, dumped: Mapping[str, Any]) -> FeatureRule:
-        """The rule a reservation kept: the catalog's own object when it is unchanged."""
+    def _rule_of(self, reservation: Reservation) -> FeatureRule | str:
+        """The rule a reservation was priced by (kept on it: prices may change meanwhile); the
+        catalog's own object when it is unchanged."""
+        dumped = reservation.pricing_rule
+        if not dumped:
+            return reservation.feature
         name = str(dumped.get("name", ""))
         current = self._pricing.features.features.get(name)
         if current is not None and self._rule_dump(current) == dumped:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, ValidationError, field_validator
 
-from tollgate.api.schemas.common import RequestModel, ResponseModel, exact_json_response  # noqa: F401 (old home, kept for branches in flight)
+from tollgate.api.schemas.common import RequestModel, ResponseModel
 from tollgate.credits.amounts import credits_of_units, units_of_credits, usd_of_micro
 from tollgate.credits.packages import load_packages
 from tollgate.errors import FieldError, InvalidRequest, ValidationFailed
