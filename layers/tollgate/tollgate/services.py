@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tollgate.aws.identity_store import DynamoIdentityStore
     from tollgate.aws.secrets import ParameterSecrets
     from tollgate.aws.usage_store import DynamoUsageLog
+    from tollgate.conversations.service import ConversationService
     from tollgate.credits.alerts import AlertPublisher
     from tollgate.credits.scheduled import ScheduledWork
     from tollgate.generation.service import GenerationService
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from tollgate.identity.service import IdentityService
     from tollgate.metering.service import MeteringService
     from tollgate.providers.catalog import ProviderCatalog
+    from tollgate.templates.binding import TemplateBinder
+    from tollgate.templates.service import TemplateService
 
 
 @cache
@@ -183,7 +186,42 @@ def generation() -> GenerationService:
         S3ResponseCache(settings.cache_bucket),
         load_models(),
         ContentLimits.from_settings(settings),
+        templates=template_binder,  # built only when a request names a template
     )
+
+
+# -- templates and conversations (issue 6) ----------------------------------------------------
+
+
+@cache
+def templates() -> TemplateService:
+    """Prompt templates (S8): versions, tenancy, rendering, and their use counted."""
+    from tollgate.aws.template_store import DynamoTemplateStore
+    from tollgate.generation.registry import load_models
+    from tollgate.metering.pricing import load_features
+    from tollgate.templates.service import TemplateService
+
+    return TemplateService(DynamoTemplateStore(table()), load_models(), load_features())
+
+
+@cache
+def template_binder() -> TemplateBinder:
+    """What ``/v1/generate`` does with a ``template_id`` (rendered, priced, bound)."""
+    from tollgate.templates.binding import TemplateBinder
+
+    return TemplateBinder(templates())
+
+
+@cache
+def conversations() -> ConversationService:
+    """Multi-turn chat kept on the server (S8b), each turn through ``generation()``."""
+    from tollgate.aws.conversation_store import DynamoConversationStore
+    from tollgate.conversations.service import ConversationService
+
+    return ConversationService(DynamoConversationStore(table()), generation())
+
+
+# -----------------------------------------------------------------------------------------------
 
 
 def idempotency_ttl() -> int:
@@ -207,6 +245,9 @@ def reset() -> None:
         providers,
         usage_log,
         generation,
+        templates,
+        template_binder,
+        conversations,
         get_settings,
     ):
         built.cache_clear()
