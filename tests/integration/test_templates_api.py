@@ -625,3 +625,24 @@ def test_the_sample_event_is_answered(stack: CreatedStack) -> None:
     body = json.loads(result["body"])
     assert body["template_id"] == "tpl_starter-product-description"
     assert 'for "Stoneware mug"' in body["prompt"]
+
+
+def test_a_record_with_a_fractional_sampling_parameter_is_answered(api: Api, org_a: Tenant) -> None:
+    # Given a template whose default temperature is 0.7 (as the starters have), and a plain
+    # generation with a temperature: both records hold floats, which are not money
+    tid = create(api, org_a.owner_key, {**GREETING, "params": {"model": "mock/chat", "temperature": 0.7}})[
+        "id"
+    ]
+    templated = api.post(
+        f"/v1/templates/{tid}/generate", key=org_a.member_key, json_body={"variables": {"who": "A"}}
+    )
+    plain = api.post(
+        "/v1/generate",
+        key=org_a.member_key,
+        json_body={"model": "mock/chat", "prompt": "Hi", "params": {"top_p": 0.25}},
+    )
+    # Then both answer their record, the parameters as sent
+    assert templated.status == 200, templated.body
+    assert templated.json()["params"]["params"]["temperature"] == 0.7
+    assert plain.status == 200, plain.body
+    assert plain.json()["params"]["params"]["top_p"] == 0.25
