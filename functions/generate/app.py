@@ -46,7 +46,7 @@ from tollgate.api.schemas.generate import (
     RequestPageOut,
     check_request_id,
 )
-from tollgate.api.schemas.templates import TemplateGenerateRequest
+from tollgate.api.schemas.template_generate import TemplateGenerateRequest
 from tollgate.credits.amounts import credits_of_units
 from tollgate.errors import Forbidden, ValidationFailed
 from tollgate.generation.records import RecordFilter, RequestStatus
@@ -62,7 +62,7 @@ from tollgate.generation.responses import (
     model_list,
 )
 from tollgate.generation.service import OrgGenerationSettings, Outcome, RequestContext
-from tollgate.templates.service import check_template_id
+from tollgate.templates.ids import check_template_id
 
 logger = Logger()
 tracer = Tracer()

@@ -197,11 +197,10 @@ def generation() -> GenerationService:
 def templates() -> TemplateService:
     """Prompt templates (S8): versions, tenancy, rendering, and their use counted."""
     from tollgate.aws.template_store import DynamoTemplateStore
-    from tollgate.generation.registry import load_models
-    from tollgate.metering.pricing import load_features
     from tollgate.templates.service import TemplateService
 
-    return TemplateService(DynamoTemplateStore(table()), load_models(), load_features())
+    # The model registry and feature catalog are loaded on the first save (cold start).
+    return TemplateService(DynamoTemplateStore(table()))
 
 
 @cache

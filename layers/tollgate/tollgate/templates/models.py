@@ -12,22 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate.errors import FieldError
-from tollgate.generation.registry import ModelRegistry, parse_size
 from tollgate.metering.pricing import BASIS_POINTS, CacheHitRule, FeatureCatalog, FeatureRule
 from tollgate.plans import Kind
+from tollgate.templates.ids import is_template_id
 from tollgate.templates.syntax import ParsedBody, TemplateSyntaxError, parse_body
 from tollgate.templates.variables import MAX_VARIABLES, VariableSpec
+
+if TYPE_CHECKING:  # the registry (and every provider it names) is loaded only to check a save
+    from tollgate.generation.registry import ModelRegistry
 
 TemplateKind = Literal["text", "image"]
 Visibility = Literal["private", "public"]
@@ -35,8 +37,9 @@ PUBLIC_OWNER = "PUBLIC"
 """The owner of public templates (an org id never looks like this)."""
 MAX_BODY_CHARS = 20_000
 MAX_PRICE_UNITS = 10_000_000  # 1,000 credits per call
-TEMPLATE_ID = re.compile(r"^tpl_[0-9a-z][0-9a-z_-]{0,59}$")
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
+"""An image size as ``tollgate.generation.registry.parse_size`` reads it (``1024x1024``)."""
 _FEATURE_KINDS: Mapping[TemplateKind, frozenset[Kind | None]] = {
     "text": frozenset({"text", "chat", None}),
     "image": frozenset({"image", None}),
@@ -45,11 +48,6 @@ _PRICE_KIND: Mapping[TemplateKind, Kind] = {"text": "text", "image": "image"}
 
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
 FeatureName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
-
-
-def is_template_id(value: str) -> bool:
-    """True when ``value`` has the shape of a template id (checked before any lookup)."""
-    return bool(TEMPLATE_ID.match(value))
 
 
 class TemplateParams(BaseModel):
@@ -68,17 +66,10 @@ class TemplateParams(BaseModel):
         default=None, max_length=4
     )
     # image
-    size: str | None = None
+    size: str | None = Field(default=None, pattern=SIZE_PATTERN)
     quality: str | None = Field(default=None, max_length=20)
     style: str | None = Field(default=None, max_length=40)
     n: int | None = Field(default=None, ge=1, le=10)
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)
-        return value
 
     def set_fields(self) -> dict[str, Any]:
         """The parameters given (``None`` ones left out)."""

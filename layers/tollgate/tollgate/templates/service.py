@@ -21,7 +21,7 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
 from pydantic import ValidationError
@@ -29,11 +29,9 @@ from pydantic import ValidationError
 from tollgate.api.params import field_errors
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import Conflict, FieldError, Forbidden, InvalidRequest, NotFound, ValidationFailed
-from tollgate.generation.registry import ModelRegistry
 from tollgate.identity.models import Caller, Role
 from tollgate.ids import new_id
-from tollgate.metering.pricing import FeatureCatalog, FeatureRule
-from tollgate.staging import StagedWrites
+from tollgate.templates.ids import check_template_id
 from tollgate.templates.models import (
     IMAGE_PARAMS,
     PUBLIC_OWNER,
@@ -47,22 +45,19 @@ from tollgate.templates.models import (
     Visibility,
     definition_digest,
     definition_problems,
-    is_template_id,
     owners_for,
 )
 from tollgate.templates.ports import TemplateExists, TemplateStore, VersionConflict
 from tollgate.templates.variables import validate_values
 
+if TYPE_CHECKING:
+    from tollgate.generation.registry import ModelRegistry
+    from tollgate.metering.pricing import FeatureCatalog, FeatureRule
+    from tollgate.staging import StagedWrites
+
 logger = Logger()
 
 MAX_PAGE = 100
-
-
-def check_template_id(template_id: str) -> str:
-    """A template id from a path or body: anything that cannot be one is simply not found."""
-    if not is_template_id(template_id):
-        raise NotFound(f"No template {template_id[:80]!r}")
-    return template_id
 
 
 @dataclass(frozen=True)
@@ -112,14 +107,28 @@ class TemplateService:
     def __init__(
         self,
         store: TemplateStore,
-        registry: ModelRegistry,
-        features: FeatureCatalog,
+        registry: ModelRegistry | None = None,
+        features: FeatureCatalog | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
         self._features = features
         self._clock = clock or SystemClock()
+
+    def _catalogs(self) -> tuple[ModelRegistry, FeatureCatalog]:
+        """The model registry and the feature catalog a definition is checked against, loaded
+        on the first save: reading and rendering need neither (nor every provider module the
+        registry imports), so the templates function's cold start does not pay for them."""
+        if self._registry is None:
+            from tollgate.generation.registry import load_models
+
+            self._registry = load_models()
+        if self._features is None:
+            from tollgate.metering.pricing import load_features
+
+            self._features = load_features()
+        return self._registry, self._features
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -290,7 +299,7 @@ class TemplateService:
             definition = TemplateDefinition.model_validate(dict(fields))
         except ValidationError as exc:
             raise ValidationFailed(field_errors(exc)) from None
-        problems = definition_problems(definition, self._registry, self._features)
+        problems = definition_problems(definition, *self._catalogs())
         if problems:
             raise ValidationFailed(problems)
         return definition
@@ -431,7 +440,7 @@ class TemplateService:
         it, or write a new version when the shipped definition changed since it was last seeded;
         nothing when it did not (edits made since through the API are kept until the shipped
         file changes). A deleted starter stays deleted."""
-        problems = definition_problems(definition, self._registry, self._features)
+        problems = definition_problems(definition, *self._catalogs())
         if problems:
             raise ValidationFailed(problems)
         digest = definition_digest(definition)

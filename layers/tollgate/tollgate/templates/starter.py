@@ -19,7 +19,8 @@ from pydantic import Field, ValidationError
 
 from tollgate.generation.registry import ModelRegistry, load_models
 from tollgate.metering.pricing import FeatureCatalog, load_features
-from tollgate.templates.models import TEMPLATE_ID, TemplateDefinition, definition_problems
+from tollgate.templates.ids import TEMPLATE_ID
+from tollgate.templates.models import TemplateDefinition, definition_problems
 from tollgate.templates.service import SeedOutcome, TemplateService
 
 STARTER_FOLDER = "data/templates"

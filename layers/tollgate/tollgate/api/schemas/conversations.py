@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate.api.schemas.common import ResponseModel
 from tollgate.conversations.models import Conversation, ConversationPage, Message
-from tollgate.conversations.service import Turn
 from tollgate.credits.amounts import credits_of_units
 from tollgate.generation.cache_key import CacheOptions
 from tollgate.generation.requests import SamplingParams
+
+if TYPE_CHECKING:  # the service is built on the first conversation request, not at cold start
+    from tollgate.conversations.service import Turn
 
 MAX_PAGE = 100
 MAX_MESSAGES_PAGE = 500

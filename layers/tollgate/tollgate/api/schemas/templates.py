@@ -1,5 +1,6 @@
 """Bodies of the templates API (S8): definitions in and out, versions, pages, renderings, and
-``POST /v1/templates/{id}/generate``.
+the template generation body is ``tollgate.api.schemas.template_generate`` (imported by the
+generate function only).
 
 A template's text is kept exactly as sent (nothing is stripped). Numbers are exact both ways:
 bodies are read with ``Decimal`` fractions and answers write a ``Decimal`` with its digits
@@ -22,8 +23,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from tollgate.api.schemas.common import ResponseModel
 from tollgate.clock import iso
 from tollgate.credits.amounts import credits_of_units, units_of_credits
-from tollgate.generation.cache_key import CacheOptions
-from tollgate.generation.requests import SamplingParams, plain_numbers
 from tollgate.metering.pricing import BASIS_POINTS
 from tollgate.templates.models import (
     MAX_PRICE_UNITS,
@@ -135,33 +134,6 @@ class RenderRequest(TemplateBody):
 
     variables: dict[str, Any] | None = None
     version: int | None = Field(default=None, ge=1)
-
-
-class TemplateGenerateRequest(TemplateBody):
-    """``POST /v1/templates/{id}/generate``: ``/v1/generate``'s template fields, the template's
-    id taken from the path."""
-
-    variables: dict[str, Any] | None = None
-    version: int | None = Field(default=None, ge=1)
-    model: str | None = Field(default=None, min_length=1, max_length=200)
-    params: SamplingParams = Field(default_factory=SamplingParams)
-    feature: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")
-    cache: CacheOptions | None = None
-    metadata: Annotated[dict[str, Any] | None, BeforeValidator(plain_numbers)] = Field(
-        default=None, max_length=16
-    )
-
-    def generate_body(self, template_id: str) -> dict[str, Any]:
-        """The equivalent ``GenerateRequest`` body."""
-        body: dict[str, Any] = {"template_id": template_id}
-        for name in ("variables", "model", "feature", "cache", "metadata"):
-            if getattr(self, name) is not None:
-                body[name] = getattr(self, name)
-        if self.version is not None:
-            body["template_version"] = self.version
-        if "params" in self.model_fields_set:
-            body["params"] = self.params.model_dump(exclude_unset=True)
-        return body
 
 
 # -- answers -----------------------------------------------------------------------------------
