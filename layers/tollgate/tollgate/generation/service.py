@@ -149,7 +149,7 @@ class TemplateBinding:
 
 
 class TemplateResolver(Protocol):
-    """What ``generate`` needs of templates (``tollgate.templates.service.TemplateService``)."""
+    """What ``generate`` needs of templates (``tollgate.templates.binding.TemplateBinder``)."""
 
     def bind(self, ctx: RequestContext, body: GenerateRequest) -> tuple[RequestContext, GenerateRequest]:
         """The request with its template rendered into a prompt, and the context bound to it."""
