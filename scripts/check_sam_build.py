@@ -17,7 +17,7 @@ from tollgate_local.template import default_template, function_ids, function_pro
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_PACKAGE = REPO_ROOT / "layers" / "tollgate" / "tollgate"
 # Files of the shared package that are data, not code: each must reach the layer unchanged.
-DATA_GLOBS = ("data/*", "tokens/tiktoken_cache/*")
+DATA_GLOBS = ("data/*", "data/templates/*", "tokens/tiktoken_cache/*")
 MAX_GLIBC = (2, 26)
 
 

@@ -16,10 +16,11 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
 from tollgate import services
 from tollgate.api.idempotency import idempotent
-from tollgate.api.params import Body, Query
+from tollgate.api.params import Body, Query, field_errors
 from tollgate.api.resolver import (
     build_resolver,
     current_caller,
@@ -28,6 +29,15 @@ from tollgate.api.resolver import (
     request_id_of,
 )
 from tollgate.api.schemas.common import exact_json_response
+from tollgate.api.schemas.conversations import (
+    MAX_MESSAGES_PAGE,
+    ConversationIn,
+    ConversationOut,
+    ConversationPageOut,
+    MessageIn,
+    TurnOut,
+)
+from tollgate.api.schemas.conversations import MAX_PAGE as CONVERSATIONS_PAGE
 from tollgate.api.schemas.generate import (
     MAX_PAGE,
     ProviderListOut,
@@ -36,8 +46,9 @@ from tollgate.api.schemas.generate import (
     RequestPageOut,
     check_request_id,
 )
+from tollgate.api.schemas.template_generate import TemplateGenerateRequest
 from tollgate.credits.amounts import credits_of_units
-from tollgate.errors import Forbidden
+from tollgate.errors import Forbidden, ValidationFailed
 from tollgate.generation.records import RecordFilter, RequestStatus
 from tollgate.generation.requests import ChatCompletionRequest, EmbeddingsRequest, GenerateRequest
 from tollgate.generation.responses import (
@@ -51,6 +62,7 @@ from tollgate.generation.responses import (
     model_list,
 )
 from tollgate.generation.service import OrgGenerationSettings, Outcome, RequestContext
+from tollgate.templates.ids import check_template_id
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
@@ -158,7 +170,7 @@ def providers() -> ProviderListOut:
 
 
 @app.post("/v1/generate", middlewares=[idempotent_route])
-def generate(body: Annotated[GenerateRequest, Body()]) -> Response[str]:
+def generate(body: Annotated[GenerateRequest, Body(exact_numbers=True)]) -> Response[str]:
     started = time.perf_counter()
     outcome = services.generation().generate(_context(), body)
     return exact_json_response(200, RequestOut.of(outcome.record), headers=_headers(outcome, started))
@@ -197,6 +209,64 @@ def rate_request(request_id: str, body: Annotated[RatingRequest, Body()]) -> Res
         current_caller(app), check_request_id(request_id), body.score, body.comment
     )
     return exact_json_response(200, RequestOut.of(record))
+
+
+# -- templates and conversations (issue 6) -------------------------------------------------------
+
+
+@app.post("/v1/templates/<template_id>/generate", middlewares=[idempotent_route])
+def generate_from_template(
+    template_id: str, body: Annotated[TemplateGenerateRequest, Body(exact_numbers=True)]
+) -> Response[str]:
+    started = time.perf_counter()
+    try:
+        request = GenerateRequest.model_validate(body.generate_body(check_template_id(template_id)))
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc)) from None
+    outcome = services.generation().generate(_context(), request)
+    return exact_json_response(200, RequestOut.of(outcome.record), headers=_headers(outcome, started))
+
+
+@app.get("/v1/conversations")
+def list_conversations(
+    limit: Annotated[int, Query(ge=1, le=CONVERSATIONS_PAGE)] = 20,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
+) -> Response[str]:
+    page = services.conversations().conversations(current_caller(app), limit, cursor)
+    return exact_json_response(200, ConversationPageOut.of(page))
+
+
+@app.post("/v1/conversations")
+def create_conversation(body: Annotated[ConversationIn, Body()]) -> Response[str]:
+    conversation = services.conversations().create(current_caller(app), body.model, body.title, body.system)
+    return exact_json_response(201, ConversationOut.of(conversation, messages=()))
+
+
+@app.get("/v1/conversations/<conversation_id>")
+def get_conversation(
+    conversation_id: str,
+    limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,8}$")] = None,
+) -> Response[str]:
+    conversation, page = services.conversations().messages(
+        current_caller(app), conversation_id, int(cursor or 0), limit
+    )
+    return exact_json_response(200, ConversationOut.of(conversation, page.messages, page.next_cursor))
+
+
+@app.delete("/v1/conversations/<conversation_id>")
+def delete_conversation(conversation_id: str) -> Response[str]:
+    services.conversations().delete(current_caller(app), conversation_id)
+    return Response(status_code=204, body="")
+
+
+@app.post("/v1/conversations/<conversation_id>/messages", middlewares=[idempotent_route])
+def post_message(conversation_id: str, body: Annotated[MessageIn, Body()]) -> Response[str]:
+    started = time.perf_counter()
+    turn = services.conversations().send(
+        _context(), conversation_id, body.content, body.params, body.cache, body.metadata
+    )
+    return exact_json_response(201, TurnOut.of(turn), headers=_headers(turn.outcome, started))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,5 +1,6 @@
 """What the local runtime creates on start (S10): the bootstrap admin key, a demo org on plan
-``starter`` with an owner key and promo credits, and ``.tollgate/local.json``.
+``starter`` with an owner key and promo credits, the starter templates (S8), and
+``.tollgate/local.json``.
 
 The admin key is made as an operator makes it in AWS (its HMAC written to the template's SSM
 parameter); the demo org and its key are made through the runtime's own HTTP API, so a start
@@ -27,6 +28,7 @@ from tollgate_local.resources import REGION, CreatedStack
 # Logical ids of the template's resources that hold the pepper and the admin key record.
 PEPPER_SECRET = "KeyPepperSecret"  # noqa: S105 - a logical id, not a secret
 ADMIN_KEY_PARAMETER = "AdminKeyParameter"
+TABLE = "TollgateTable"
 DEMO_ORG = {"name": "Demo", "plan": "starter"}
 DEMO_KEY = {"name": "Demo owner key", "user": "demo-owner", "role": "owner"}
 DEMO_PROMO_CREDITS = 100
@@ -145,6 +147,15 @@ def seed_demo_credits(
         raise RuntimeError(f"could not grant the demo credits: {response.status_code} {response.text}")
 
 
+def seed_starter_templates(session: Any, stack: CreatedStack) -> dict[str, str]:
+    """The starter templates (``tollgate/data/templates``) as public templates, idempotently:
+    the same step as ``python -m tollgate_local.seed_templates`` after a deploy."""
+    from tollgate_local.seed_templates import seed_table
+
+    outcomes = seed_table(stack.names[TABLE], session.client("dynamodb", region_name=REGION))
+    return dict(outcomes)
+
+
 def bootstrap(
     session: Any, stack: CreatedStack, base_url: str, state_dir: Path, *, timeout: float = 60.0
 ) -> LocalState:
@@ -154,6 +165,7 @@ def bootstrap(
     with httpx.Client(base_url=base_url, timeout=timeout, trust_env=False) as client:
         org_id, demo_key = ensure_demo_org(client, admin_key, previous)
         seed_demo_credits(client, admin_key, org_id)
+    seed_starter_templates(session, stack)
     state = LocalState(base_url=base_url, admin_key=admin_key, demo_org_id=org_id, demo_key=demo_key)
     write_state(state_dir, state)
     return state

@@ -523,6 +523,20 @@ def command_admin_bootstrap(args: argparse.Namespace, stdout: IO[str]) -> int:
     return EXIT_OK
 
 
+def command_admin_seed_templates(args: argparse.Namespace, stdout: IO[str]) -> int:
+    """Load the starter templates into a deployed stage (or a named table): idempotent, it
+    writes only what changed (``tollgate_local.seed_templates``)."""
+    import boto3
+
+    from tollgate_local.seed_templates import seed_table, stack_table
+
+    session = boto3.session.Session(region_name=args.region)
+    table = args.table or stack_table(session.client("cloudformation"), f"tollgate-{args.stage}")
+    for template_id, outcome in seed_table(table, session.client("dynamodb")).items():
+        stdout.write(f"{template_id}: {outcome}\n")
+    return EXIT_OK
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 
@@ -540,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--stage", required=True, choices=["dev", "prod"])
     bootstrap.add_argument("--force", action="store_true", help="replace an existing admin key")
     bootstrap.set_defaults(run=command_admin_bootstrap)
+    seed = admin.add_parser("seed-templates", help="load the starter templates into a deployed stage")
+    where = seed.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stage", choices=["dev", "prod"], help="the stack tollgate-<stage>")
+    where.add_argument("--table", help="a table name, instead of a stack's")
+    seed.add_argument("--region", help="AWS region (default: your configuration's)")
+    seed.set_defaults(run=command_admin_seed_templates)
 
     orgs = commands.add_parser("orgs", help="organizations (admin)").add_subparsers(
         dest="task", required=True

@@ -158,3 +158,18 @@ def test_admin_bootstrap_sets_the_admin_key_parameter_from_the_pepper(stack: Cre
     with pytest.raises(cli.CliError, match="--force"):
         cli.bootstrap_admin("dev", force=False, session=session)
     assert cli.bootstrap_admin("dev", force=True, session=session) != plain
+
+
+def test_admin_seed_templates_loads_the_starters_once(stack: CreatedStack) -> None:
+    # Given a deployed table (by name) with no templates in it
+    table = stack.names["TollgateTable"]
+    out = io.StringIO()
+    # When the seeding runs twice
+    assert cli.main(["admin", "seed-templates", "--table", table, "--region", REGION], stdout=out) == 0
+    first = dict(line.split(": ") for line in out.getvalue().splitlines())
+    again = io.StringIO()
+    assert cli.main(["admin", "seed-templates", "--table", table, "--region", REGION], stdout=again) == 0
+    second = dict(line.split(": ") for line in again.getvalue().splitlines())
+    # Then every starter was created the first time, and nothing changed the second
+    assert first and set(first.values()) == {"created"}
+    assert second == dict.fromkeys(first, "unchanged")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tollgate.aws.image_store import DynamoImageJobStore
     from tollgate.aws.secrets import ParameterSecrets
     from tollgate.aws.usage_store import DynamoUsageLog
+    from tollgate.conversations.service import ConversationService
     from tollgate.credits.alerts import AlertPublisher
     from tollgate.credits.scheduled import ScheduledWork
     from tollgate.generation.service import GenerationService
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from tollgate.images.worker import ImageWorker
     from tollgate.metering.service import MeteringService
     from tollgate.providers.catalog import ProviderCatalog
+    from tollgate.templates.binding import TemplateBinder
+    from tollgate.templates.service import TemplateService
 
 
 @cache
@@ -187,6 +190,7 @@ def generation() -> GenerationService:
         S3ResponseCache(settings.cache_bucket),
         load_models(),
         ContentLimits.from_settings(settings),
+        templates=template_binder,  # built only when a request names a template
     )
 
 
@@ -252,6 +256,39 @@ def image_worker() -> ImageWorker:
 # -- end of images ------------------------------------------------------------------------------
 
 
+# -- templates and conversations (issue 6) ----------------------------------------------------
+
+
+@cache
+def templates() -> TemplateService:
+    """Prompt templates (S8): versions, tenancy, rendering, and their use counted."""
+    from tollgate.aws.template_store import DynamoTemplateStore
+    from tollgate.templates.service import TemplateService
+
+    # The model registry and feature catalog are loaded on the first save (cold start).
+    return TemplateService(DynamoTemplateStore(table()))
+
+
+@cache
+def template_binder() -> TemplateBinder:
+    """What ``/v1/generate`` does with a ``template_id`` (rendered, priced, bound)."""
+    from tollgate.templates.binding import TemplateBinder
+
+    return TemplateBinder(templates())
+
+
+@cache
+def conversations() -> ConversationService:
+    """Multi-turn chat kept on the server (S8b), each turn through ``generation()``."""
+    from tollgate.aws.conversation_store import DynamoConversationStore
+    from tollgate.conversations.service import ConversationService
+
+    return ConversationService(DynamoConversationStore(table()), generation())
+
+
+# -----------------------------------------------------------------------------------------------
+
+
 def idempotency_ttl() -> int:
     return get_settings().idempotency_ttl_seconds
 
@@ -277,6 +314,9 @@ def reset() -> None:
         image_assets,
         images,
         image_worker,
+        templates,
+        template_binder,
+        conversations,
         get_settings,
     ):
         built.cache_clear()

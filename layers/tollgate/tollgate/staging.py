@@ -21,5 +21,10 @@ class StagedWrites(Protocol):
         """How many items they write (a DynamoDB transaction holds at most 100)."""
         ...
 
+    def plus(self, other: StagedWrites) -> StagedWrites:
+        """These writes and ``other``'s, to commit together (both prepared for the same
+        database: ``TypeError`` otherwise)."""
+        ...
+
 
 __all__ = ["StagedWrites"]

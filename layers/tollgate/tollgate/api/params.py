@@ -36,10 +36,14 @@ from tollgate.errors import FieldError, InvalidRequest, ValidationFailed
 
 
 class Body:
-    """Marks the parameter that receives the request body, validated as its model."""
+    """Marks the parameter that receives the request body, validated as its model.
 
-    def __init__(self, *, description: str | None = None) -> None:
+    ``exact_numbers``: read fractions as ``Decimal`` (never ``float``) for this route, as the
+    resolver's ``decimal_numbers`` does for all of a function's routes (template variables)."""
+
+    def __init__(self, *, description: str | None = None, exact_numbers: bool = False) -> None:
         self.description = description
+        self.exact_numbers = exact_numbers
 
 
 class Query:
@@ -120,6 +124,7 @@ class RouteSpec:
     body_param: str | None = None
     body_model: type[BaseModel] | None = None
     body_required: bool = False
+    body_exact_numbers: bool = False
     query: tuple[QueryParam, ...] = ()
     path_params: tuple[str, ...] = ()
     response_model: type[BaseModel] | None = None
@@ -145,6 +150,7 @@ class RouteSpec:
                 spec.body_param = name
                 spec.body_model = model
                 spec.body_required = parameter.default is inspect.Parameter.empty and not optional
+                spec.body_exact_numbers = marker.exact_numbers
             elif isinstance(marker, Query):
                 query.append(QueryParam(name, annotation, parameter.default, marker.constraints))
             else:

@@ -95,7 +95,9 @@ class TollgateResolver(APIGatewayRestResolver):
                     spec.parse_query(event.query_string_parameters, event.multi_value_query_string_parameters)
                 )
             if spec.body_param is not None:
-                arguments[spec.body_param] = spec.parse_body(event.body, decimal_numbers=self.decimal_numbers)
+                arguments[spec.body_param] = spec.parse_body(
+                    event.body, decimal_numbers=self.decimal_numbers or spec.body_exact_numbers
+                )
             result = func(**arguments)
             if isinstance(result, BaseModel):
                 return Response(

@@ -6,6 +6,7 @@ Numbers come back as ``int`` (Tollgate stores no fractional numbers: money is in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -15,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from tollgate.aws.clients import client
 from tollgate.errors import ServiceUnavailable
+from tollgate.staging import StagedWrites
 
 _RETRYABLE = {
     "ProvisionedThroughputExceededException",
@@ -25,6 +27,9 @@ _RETRYABLE = {
 }
 
 Item = dict[str, Any]
+_BATCH_GET_LIMIT = 100
+_BATCH_WRITE_LIMIT = 25
+_BATCH_ATTEMPTS = 10
 
 
 class ConditionFailed(Exception):
@@ -165,6 +170,12 @@ class DynamoStagedWrites:
 
     def __add__(self, other: DynamoStagedWrites) -> DynamoStagedWrites:
         return DynamoStagedWrites(self.writes + other.writes)
+
+    def plus(self, other: StagedWrites) -> DynamoStagedWrites:
+        """``tollgate.staging.StagedWrites.plus``: only writes of this table combine."""
+        if not isinstance(other, DynamoStagedWrites):
+            raise TypeError(f"cannot commit {type(other).__name__} with DynamoDB writes")
+        return self + other
 
 
 def put(
@@ -359,6 +370,59 @@ class DynamoTable:
             items.extend(page)
             if start is None:
                 return items
+
+    def batch_get(self, keys: Sequence[Mapping[str, Any]], *, consistent: bool = True) -> list[Item]:
+        """The items of ``keys`` that exist, in no particular order (100 keys per call; keys
+        DynamoDB leaves unprocessed are asked again with backoff)."""
+        found: list[Item] = []
+        for start in range(0, len(keys), _BATCH_GET_LIMIT):
+            pending: dict[str, Any] = {
+                self.name: {
+                    "Keys": [serialize(k) for k in keys[start : start + _BATCH_GET_LIMIT]],
+                    "ConsistentRead": consistent,
+                }
+            }
+            for attempt in range(_BATCH_ATTEMPTS):
+                if attempt:
+                    time.sleep(min(0.5, 0.01 * 2**attempt))
+                try:
+                    raw = self.client.batch_get_item(RequestItems=pending)
+                except ClientError as exc:
+                    _raise_unavailable(exc)
+                    raise
+                found.extend(deserialize(item) for item in raw.get("Responses", {}).get(self.name, []))
+                pending = raw.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+            else:
+                raise ServiceUnavailable(
+                    "DynamoDB left keys unprocessed; retry shortly", headers={"Retry-After": "1"}
+                )
+        return found
+
+    def batch_delete(self, keys: Sequence[Mapping[str, Any]]) -> None:
+        """Delete every item of ``keys`` (25 per call, unprocessed ones sent again), not atomically."""
+        for start in range(0, len(keys), _BATCH_WRITE_LIMIT):
+            pending: dict[str, Any] = {
+                self.name: [
+                    {"DeleteRequest": {"Key": serialize(k)}} for k in keys[start : start + _BATCH_WRITE_LIMIT]
+                ]
+            }
+            for attempt in range(_BATCH_ATTEMPTS):
+                if attempt:
+                    time.sleep(min(0.5, 0.01 * 2**attempt))
+                try:
+                    raw = self.client.batch_write_item(RequestItems=pending)
+                except ClientError as exc:
+                    _raise_unavailable(exc)
+                    raise
+                pending = raw.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+            else:
+                raise ServiceUnavailable(
+                    "DynamoDB left writes unprocessed; retry shortly", headers={"Retry-After": "1"}
+                )
 
     def transact(self, writes: Sequence[Write]) -> None:
         """All or nothing. Raises ``TransactionCancelled`` with a reason per write."""

@@ -10,9 +10,10 @@ and ``feature``; ``metadata`` carries the mock provider's knobs.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tollgate.generation.cache_key import CacheOptions
 from tollgate.generation.registry import parse_size
@@ -188,26 +189,45 @@ class ImageGenerationRequest(GenerationBody):
         return self.model_dump(exclude_none=True, exclude={"response_format"})
 
 
-class GenerateRequest(GenerationBody):
-    """``POST /v1/generate``: a prompt, messages, or a template with its variables."""
+def plain_numbers(value: Any) -> Any:
+    """``value`` with every ``Decimal`` made an ``int`` or a ``float``: free-form fields
+    (``metadata``) of a body read with exact numbers are stored and sent as plain JSON."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: plain_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(item) for item in value]
+    return value
 
-    model: ModelName
+
+class GenerateRequest(GenerationBody):
+    """``POST /v1/generate``: a prompt, messages, or a template with its variables (S8).
+
+    ``model`` may be left out for a template that names one (``GenerationService`` asks for it
+    otherwise). The route reads the body with exact numbers, so ``variables`` keep a number's
+    digits (``Decimal``); ``metadata`` is made plain JSON again."""
+
+    model: ModelName | None = None
     prompt: str | None = Field(default=None, min_length=1)
     messages: list[MessageIn] | None = Field(default=None, min_length=1, max_length=MAX_MESSAGES)
     template_id: str | None = Field(default=None, min_length=1, max_length=64)
+    template_version: int | None = Field(default=None, ge=1)
     variables: dict[str, Any] | None = None
     feature: FeatureName | None = None
     params: SamplingParams = Field(default_factory=SamplingParams)
     cache: CacheOptions | None = None
-    metadata: dict[str, Any] | None = Field(default=None, max_length=16)
+    metadata: Annotated[dict[str, Any] | None, AfterValidator(plain_numbers)] = Field(
+        default=None, max_length=16
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> GenerateRequest:
         given = [name for name in ("prompt", "messages", "template_id") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of prompt, messages or template_id")
-        if self.variables is not None and self.template_id is None:
-            raise ValueError("variables go with template_id")
+        if (self.variables is not None or self.template_version is not None) and self.template_id is None:
+            raise ValueError("variables and template_version go with template_id")
         return self
 
     @property

@@ -31,7 +31,7 @@ from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from tollgate.clock import Clock, SystemClock
-from tollgate.errors import Conflict, NotFound, TollgateError
+from tollgate.errors import Conflict, FieldError, NotFound, TollgateError, ValidationFailed
 from tollgate.generation.cache_key import (
     CacheKind,
     CacheOptions,
@@ -60,6 +60,7 @@ from tollgate.generation.requests import (
 from tollgate.generation.security import ContentLimits, ContentPolicy, scan_messages, scan_texts
 from tollgate.identity.models import Caller, Role
 from tollgate.metering.models import Release, Reservation, Settlement, Usage
+from tollgate.metering.pricing import FeatureRule
 from tollgate.providers.base import ChatMessage, ChatRequest, Provider
 from tollgate.providers.errors import UpstreamError
 from tollgate.staging import StagedWrites
@@ -87,7 +88,9 @@ DEFAULT_FEATURES: Mapping[CacheKind, str] = {
 class Metering(Protocol):
     """The part of ``MeteringService`` a generation needs (the request path of S4)."""
 
-    def reserve(self, caller: Caller, feature: str, estimate: Usage, reservation_id: str) -> Reservation: ...
+    def reserve(
+        self, caller: Caller, feature: str | FeatureRule, estimate: Usage, reservation_id: str
+    ) -> Reservation: ...
 
     def settle(
         self,
@@ -107,7 +110,7 @@ class Metering(Protocol):
     def charge(
         self,
         caller: Caller,
-        feature: str,
+        feature: str | FeatureRule,
         usage: Usage,
         reservation_id: str,
         attach: Callable[[Settlement], StagedWrites | None] | None = None,
@@ -134,19 +137,51 @@ class OrgGenerationSettings:
 
 
 @dataclass(frozen=True)
+class TemplateBinding:
+    """A request generated from a template (S8): the template and version its record and usage
+    log entry name, the price it declares (charged instead of the request's feature), and how
+    its use is counted: ``stage_use`` gives writes committed with the charge, ``count_use`` counts
+    after it (each may be absent; ``tollgate.templates`` decides which)."""
+
+    template_id: str
+    version: int
+    pricing: FeatureRule | None = None
+    stage_use: Callable[[], StagedWrites | None] | None = None
+    count_use: Callable[[], None] | None = None
+
+
+class TemplateResolver(Protocol):
+    """What ``generate`` needs of templates (``tollgate.templates.binding.TemplateBinder``)."""
+
+    def bind(self, ctx: RequestContext, body: GenerateRequest) -> tuple[RequestContext, GenerateRequest]:
+        """The request with its template rendered into a prompt, and the context bound to it."""
+        ...
+
+
+@dataclass(frozen=True)
 class RequestContext:
-    """Who asks, under which id, and the org's generation settings."""
+    """Who asks, under which id, and the org's generation settings. ``template`` binds the
+    request to a template version; ``staged_with`` gives, for a completed request's record,
+    more writes to commit in the same transaction as its charge (a conversation's messages)."""
 
     caller: Caller
     request_id: str
     org: OrgGenerationSettings = field(default_factory=OrgGenerationSettings)
     parent_id: str | None = None
+    template: TemplateBinding | None = None
+    staged_with: Callable[[GenerationRecord], StagedWrites | None] | None = None
 
     @property
     def org_id(self) -> str:
         if self.caller.org_id is None:
             raise Conflict("The platform admin has no org to generate for; use an org's key")
         return self.caller.org_id
+
+    def completed_writes(self, record: GenerationRecord) -> list[StagedWrites]:
+        """What else is written with the charge of a completed request."""
+        found = [self.template.stage_use() if self.template and self.template.stage_use else None]
+        found.append(self.staged_with(record) if self.staged_with else None)
+        return [staged for staged in found if staged is not None]
 
 
 @dataclass(frozen=True)
@@ -173,6 +208,7 @@ class Outcome:
 class _Prepared:
     kind: CacheKind
     feature: str
+    pricing: str | FeatureRule
     chain: ResolvedChain
     cache_payload: dict[str, Any]
     cache_options: CacheOptions | None
@@ -223,6 +259,7 @@ class GenerationService:
         limits: ContentLimits | None = None,
         clock: Clock | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        templates: Callable[[], TemplateResolver] | None = None,
     ) -> None:
         self._providers = providers
         self._metering = metering
@@ -232,6 +269,7 @@ class GenerationService:
         self._limits = limits or ContentLimits()
         self._clock = clock or SystemClock()
         self._timer = timer
+        self._templates = templates  # built on first use: most requests name no template
 
     @property
     def registry(self) -> ModelRegistry:
@@ -240,6 +278,10 @@ class GenerationService:
     @property
     def providers(self) -> ProviderCatalog:
         return self._providers
+
+    @property
+    def content_limits(self) -> ContentLimits:
+        return self._limits
 
     # -- the request path ------------------------------------------------------------------
 
@@ -258,17 +300,25 @@ class GenerationService:
         )
 
     def generate(self, ctx: RequestContext, body: GenerateRequest) -> Outcome:
-        """``POST /v1/generate`` (a prompt or messages; templates come with S8)."""
+        """``POST /v1/generate``: a prompt, messages, or a template (S8), rendered first into a
+        prompt with the template's defaults and price, and the request bound to its version."""
         if body.template_id is not None:
-            raise NotFound("Templates are not available yet")
+            if self._templates is None:
+                raise NotFound("Templates are not available here")
+            ctx, body = self._templates().bind(ctx, body)
+        if body.model is None:
+            raise ValidationFailed([FieldError("model", "Field required", "missing")])
         messages = (
             tuple(message.to_message() for message in body.messages)
             if body.messages is not None
             else (ChatMessage(role="user", content=body.prompt or ""),)
         )
-        return self._chat_like(
+        outcome = self._chat_like(
             ctx, body.kind, body.model, messages, body.params, body.feature, body.cache, body.metadata, None
         )
+        if ctx.template is not None and ctx.template.count_use is not None:
+            ctx.template.count_use()
+        return outcome
 
     def embed(self, ctx: RequestContext, body: EmbeddingsRequest) -> Outcome:
         """``POST /v1/embeddings``."""
@@ -298,6 +348,7 @@ class GenerationService:
             _Prepared(
                 kind="embedding",
                 feature=feature,
+                pricing=feature,
                 chain=chain,
                 cache_payload=payload,
                 cache_options=body.cache,
@@ -316,7 +367,16 @@ class GenerationService:
         if parent.prompt is None:
             raise Conflict("This org keeps no prompts, so its requests cannot be regenerated")
         params = dict(parent.params)
-        child = replace(ctx, parent_id=parent.request_id)
+        template = None
+        if parent.template_id is not None and parent.template_version is not None:
+            # The same template version and price; not counted as another use of the template.
+            pricing = params.get("pricing")
+            template = TemplateBinding(
+                parent.template_id,
+                parent.template_version,
+                FeatureRule.model_validate(pricing) if isinstance(pricing, dict) else None,
+            )
+        child = replace(ctx, parent_id=parent.request_id, template=template)
         skip = CacheOptions(skip=True)
         if parent.kind == "embedding":
             body = EmbeddingsRequest.model_validate({**params, "input": parent.prompt, "cache": skip})
@@ -350,7 +410,8 @@ class GenerationService:
         user: str | None,
     ) -> Outcome:
         chain = self._registry.resolve(model, configured=self._providers.configured(), kind="chat")
-        feature = feature or DEFAULT_FEATURES[kind]
+        declared = ctx.template.pricing if ctx.template is not None else None
+        feature = declared.name if declared is not None else feature or DEFAULT_FEATURES[kind]
         try:
             scanned = scan_messages(messages, ctx.org.policy, self._limits)
         except TollgateError as exc:
@@ -393,12 +454,15 @@ class GenerationService:
         for name, value in (("feature", feature), ("metadata", metadata), ("user", user)):
             if value:
                 params[name] = value
+        if declared is not None:
+            params["pricing"] = declared.model_dump(mode="json")  # regenerate charges it again
         payload = {"kind": kind, "messages": prompt, **sampling_dump}
         return self._run(
             ctx,
             _Prepared(
                 kind=kind,
                 feature=feature,
+                pricing=declared or feature,
                 chain=chain,
                 cache_payload=payload,
                 cache_options=cache,
@@ -441,6 +505,8 @@ class GenerationService:
             params=params,
             findings=findings,
             parent_id=ctx.parent_id,
+            template_id=ctx.template.template_id if ctx.template else None,
+            template_version=ctx.template.version if ctx.template else None,
         )
 
     def _refused(
@@ -484,7 +550,7 @@ class GenerationService:
             output_tokens=job.estimate_output,
         )
         try:
-            self._metering.reserve(ctx.caller, job.feature, estimate, ctx.request_id)
+            self._metering.reserve(ctx.caller, job.pricing, estimate, ctx.request_id)
         except TollgateError as exc:  # refused (402, 429, unknown feature): logged, nothing held
             self._record_failure(self._failed(base, exc, started, 0.0))
             raise
@@ -527,7 +593,7 @@ class GenerationService:
 
         def record_with(settled: Settlement) -> StagedWrites:
             recorded.append(charged(settled))
-            return self._stage(recorded[-1])
+            return self._stage(recorded[-1], ctx)
 
         # The record and its usage log entry are written in the settlement's own transaction.
         settlement = self._metering.settle(
@@ -591,10 +657,12 @@ class GenerationService:
         try:
             settlement = self._metering.charge(
                 ctx.caller,
-                job.feature,
+                job.pricing,
                 usage,
                 ctx.request_id,
-                attach=lambda settled: self._stage(replace(hit, credits_charged=settled.charged_credits)),
+                attach=lambda settled: self._stage(
+                    replace(hit, credits_charged=settled.charged_credits), ctx
+                ),
             )
         except TollgateError as exc:
             self._record_failure(self._failed(base, exc, started, 0.0))
@@ -602,8 +670,14 @@ class GenerationService:
         record = replace(hit, credits_charged=settlement.charged_credits)
         return Outcome(record, body, True, settlement.charged_credits, total)
 
-    def _stage(self, record: GenerationRecord) -> StagedWrites:
-        return self._store.stage(record, self._log_entry(record))
+    def _stage(self, record: GenerationRecord, ctx: RequestContext | None = None) -> StagedWrites:
+        """The record and its usage log entry; for a completed request also what the context
+        adds (a template's use counted, a conversation's messages), all for one transaction."""
+        staged = self._store.stage(record, self._log_entry(record))
+        if ctx is not None and record.status is RequestStatus.COMPLETED:
+            for more in ctx.completed_writes(record):
+                staged = staged.plus(more)
+        return staged
 
     def _failed(
         self, base: GenerationRecord, exc: Exception, started: float, provider_seconds: float
@@ -698,4 +772,6 @@ __all__ = [
     "OrgGenerationSettings",
     "Outcome",
     "RequestContext",
+    "TemplateBinding",
+    "TemplateResolver",
 ]

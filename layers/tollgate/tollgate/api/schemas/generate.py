@@ -27,6 +27,18 @@ MAX_PAGE = 100
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
+def _exact(value: Any) -> Any:
+    """Free-form record fields as ``exact_json`` writes them: a float (a temperature, a
+    finding's score; never money) as the ``Decimal`` of its shortest repr."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {key: _exact(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_exact(item) for item in value]
+    return value
+
+
 def check_request_id(request_id: str) -> str:
     """A request id from a path: anything that cannot be one is simply not found."""
     if not _REQUEST_ID.match(request_id):
@@ -97,10 +109,10 @@ class RequestOut(ResponseModel):
             provider=record.provider,
             feature=record.feature,
             status=record.status.value,
-            prompt=record.prompt,
+            prompt=_exact(record.prompt),
             prompt_hash=record.prompt_hash,
-            params=record.params,
-            result=record.result,
+            params=_exact(record.params),
+            result=_exact(record.result),
             usage=UsageOut(
                 input_tokens=record.input_tokens,
                 output_tokens=record.output_tokens,
@@ -111,9 +123,9 @@ class RequestOut(ResponseModel):
             latency_ms=record.latency_ms,
             overhead_ms=record.overhead_ms,
             cached=record.cached,
-            error=record.error,
-            findings=list(record.findings),
-            fallbacks=list(record.fallbacks),
+            error=_exact(record.error),
+            findings=_exact(list(record.findings)),
+            fallbacks=_exact(list(record.fallbacks)),
             template_id=record.template_id,
             template_version=record.template_version,
             parent_id=record.parent_id,

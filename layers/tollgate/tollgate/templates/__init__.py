@@ -1,0 +1,1 @@
+"""Prompt templates (S8): typed variables, versions, public and org-private, rendered safely."""
