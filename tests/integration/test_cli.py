@@ -171,5 +171,6 @@ def test_admin_seed_templates_loads_the_starters_once(stack: CreatedStack) -> No
     assert cli.main(["admin", "seed-templates", "--table", table, "--region", REGION], stdout=again) == 0
     second = dict(line.split(": ") for line in again.getvalue().splitlines())
     # Then every starter was created the first time, and nothing changed the second
-    assert first and set(first.values()) == {"created"}
+    assert first
+    assert set(first.values()) == {"created"}
     assert second == dict.fromkeys(first, "unchanged")
