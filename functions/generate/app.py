@@ -51,6 +51,7 @@ from tollgate.generation.responses import (
     model_list,
 )
 from tollgate.generation.service import OrgGenerationSettings, Outcome, RequestContext
+from tollgate.usage.metrics import metrics
 
 logger = Logger()
 tracer = Tracer()
@@ -201,5 +202,6 @@ def rate_request(request_id: str, body: Annotated[RatingRequest, Body()]) -> Res
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
+@metrics.log_metrics  # the request's metrics (tollgate.usage.metrics), emitted as it was logged
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle_api_event(app, event, context)

@@ -6,11 +6,12 @@ Numbers come back as ``int`` (Tollgate stores no fractional numbers: money is in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from tollgate.aws.clients import client
@@ -25,6 +26,7 @@ _RETRYABLE = {
 }
 
 Item = dict[str, Any]
+logger = Logger()
 
 
 class ConditionFailed(Exception):
@@ -155,16 +157,27 @@ class Write:
 @dataclass(frozen=True)
 class DynamoStagedWrites:
     """``tollgate.staging.StagedWrites`` of the Tollgate table: operations another adapter adds
-    to its own transaction."""
+    to its own transaction. ``on_commit`` runs once the transaction holding them committed
+    (whoever commits calls ``committed()``), e.g. to emit the metrics of a logged request."""
 
     writes: tuple[Write, ...]
+    on_commit: tuple[Callable[[], None], ...] = ()
 
     @property
     def count(self) -> int:
         return len(self.writes)
 
     def __add__(self, other: DynamoStagedWrites) -> DynamoStagedWrites:
-        return DynamoStagedWrites(self.writes + other.writes)
+        return DynamoStagedWrites(self.writes + other.writes, self.on_commit + other.on_commit)
+
+    def committed(self) -> None:
+        """Run the ``on_commit`` callbacks. What is committed stays committed: a callback that
+        fails is logged, never raised."""
+        for callback in self.on_commit:
+            try:
+                callback()
+            except Exception:
+                logger.exception("an on-commit callback of staged writes failed")
 
 
 def put(

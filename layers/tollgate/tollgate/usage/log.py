@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -50,6 +50,9 @@ class UsageLogEntry:
     at: datetime
     template_id: str | None = None
     template_version: int | None = None
+    error_code: str | None = None
+    """The failure's stable problem code (``rate_limited``, ``provider_error``...): how analytics
+    tell a refusal from a provider error (``tollgate.usage.figures.outcome_of``)."""
 
 
 class UsageLog(Protocol):
@@ -68,4 +71,43 @@ class UsageLog(Protocol):
         ...
 
 
-__all__ = ["UsageLog", "UsageLogEntry", "UsageStatus"]
+@dataclass(frozen=True)
+class LogFilter:
+    user: str | None = None
+    model: str | None = None
+    feature: str | None = None
+    status: UsageStatus | None = None
+    cache_hit: bool | None = None
+
+
+@dataclass(frozen=True)
+class PositionedEntry:
+    """A log entry and its position in its day (opaque; the store reads from after it)."""
+
+    position: str
+    entry: UsageLogEntry
+
+
+@dataclass(frozen=True)
+class LogDayPage:
+    entries: tuple[PositionedEntry, ...]
+    more: str | None  # the position to go on from within the day, None when the day is done
+
+
+class UsageLogPages(Protocol):
+    """The usage log read newest first, one day at a time (``DynamoUsageLog.page``)."""
+
+    def page(
+        self, org_id: str, day: date, filters: LogFilter, after: str | None, limit: int
+    ) -> LogDayPage: ...
+
+
+__all__ = [
+    "LogDayPage",
+    "LogFilter",
+    "PositionedEntry",
+    "UsageLog",
+    "UsageLogEntry",
+    "UsageLogPages",
+    "UsageStatus",
+]
