@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import Api, ApiResponse, Tenant
 from tests.integration.test_credits_api import assert_problem, balance_of, grant
 from tollgate import services
-from tollgate.metering.models import EntryKind, LedgerEntry
 from tollgate.aws.usage_store import DynamoUsageAggregates
+from tollgate.metering.models import EntryKind, LedgerEntry
 from tollgate.plans import LimitSpec
 from tollgate.usage.aggregates import Month
 from tollgate.usage.figures import LATENCY_BUCKETS_MS
