@@ -6,7 +6,9 @@ credits, latency, cache hit, status and error class. Entries expire after the re
 integers: provider cost in micro-USD, credits in units of 1/10,000 credit.
 
 Entries are written with what they describe: a generation's entry is staged with its record
-and committed in the same transaction as its settlement (``tollgate.staging``).
+and committed in the same transaction as its settlement (``tollgate.staging``). Recording an
+entry also adds it to its day's aggregates (``tollgate.usage.aggregates``), which analytics
+read; the log itself is only browsed, a page at a time (``UsageLogPages``).
 """
 
 from __future__ import annotations
@@ -59,11 +61,13 @@ class UsageLog(Protocol):
     """Where usage log entries live (``tollgate.aws.usage_store``)."""
 
     def stage(self, entry: UsageLogEntry) -> StagedWrites:
-        """The writes that record ``entry``, for another store's transaction."""
+        """The writes that record ``entry`` and add it to its day's aggregates, for another
+        store's transaction (one that happens once: a settlement or a release)."""
         ...
 
     def write(self, entry: UsageLogEntry) -> None:
-        """Record ``entry`` on its own (when there is no transaction to join)."""
+        """Record ``entry`` on its own (when there is no transaction to join); recording the
+        same entry twice adds it once."""
         ...
 
     def day(self, org_id: str, day: str) -> Sequence[UsageLogEntry]:
@@ -73,6 +77,8 @@ class UsageLog(Protocol):
 
 @dataclass(frozen=True)
 class LogFilter:
+    """What a page of the log is narrowed to (every given field must match)."""
+
     user: str | None = None
     model: str | None = None
     feature: str | None = None
@@ -90,6 +96,8 @@ class PositionedEntry:
 
 @dataclass(frozen=True)
 class LogDayPage:
+    """Entries of one day, newest first."""
+
     entries: tuple[PositionedEntry, ...]
     more: str | None  # the position to go on from within the day, None when the day is done
 
