@@ -8,6 +8,7 @@
 #   make typecheck     mypy (strict)
 #   make bench         cold imports per handler vs `import boto3`; generate overhead and AWS calls;
 #                      colour analysis (PNG decode + palette)
+#   make chromium      Debian's chromium for the dashboard's browser test (make test runs it)
 #   make sam-validate  sam validate --lint                    (SAM CLI in its own .venv-sam)
 #   make sam-build     sam build + bytecode, then check the layer holds tollgate, data, encodings
 #   make clean         build output and caches    (make distclean: venvs and .tollgate too)
@@ -38,7 +39,7 @@ LOCAL_PYTHONPATH := layers/tollgate:local:.
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
 .PHONY: help venv sam-venv run test test-unit test-integration test-e2e lint format typecheck \
-	bench sam-validate sam-build check clean distclean
+	bench sam-validate sam-build check clean distclean chromium
 
 help:
 	@sed -n '1,/^$$/p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
@@ -57,7 +58,7 @@ run: venv
 	PYTHONPATH=$(LOCAL_PYTHONPATH) $(BIN)/python -m tollgate_local
 
 # The whole suite must collect tests: pytest's "no tests collected" (exit 5) is an error here.
-test: venv
+test: venv chromium
 	@echo "$(BIN)/python -m pytest $(PYTEST_ARGS)"; \
 	rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "make test: pytest collected no tests (check testpaths)" >&2; exit 1; fi; \
@@ -69,6 +70,13 @@ test-unit test-integration test-e2e: test-%: venv
 	rc=0; $(BIN)/python -m pytest tests/$* $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "make $@: no tests collected in tests/$* (none yet, or none selected)"; exit 0; fi; \
 	exit $$rc
+
+# The dashboard's browser test drives Debian's chromium (tests/e2e/test_dashboard_browser.py).
+# Installed with apt-get when missing (root, as on CI); instant when it is there.
+chromium:
+	@scripts/ensure_chromium.sh
+
+test-e2e: chromium
 
 # Both checks run, so one pass shows every problem.
 lint: venv

@@ -63,6 +63,7 @@ from tollgate.generation.responses import (
 )
 from tollgate.generation.service import OrgGenerationSettings, Outcome, RequestContext
 from tollgate.templates.ids import check_template_id
+from tollgate.usage.metrics import metrics
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
@@ -271,5 +272,6 @@ def post_message(conversation_id: str, body: Annotated[MessageIn, Body()]) -> Re
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
+@metrics.log_metrics  # the request's metrics (tollgate.usage.metrics), emitted as it was logged
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle_api_event(app, event, context)

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tollgate import services
 from tollgate.aws.job_queue import message_of
 from tollgate.images.worker import Delivery, Outcome, lease_of
+from tollgate.usage.metrics import metrics
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
@@ -31,6 +32,7 @@ def handle_record(record: SQSRecord, lambda_context: LambdaContext) -> str:
     """One delivery; raises (``RetryLater`` or any failure) to have it delivered again.
     (Powertools passes ``lambda_context`` to a record handler that names it.)"""
     message = message_of(record.body)
+    logger.set_correlation_id(message.job_id if message else record.message_id)
     if message is None:
         logger.warning("a message that is not an image job; dropped", extra={"message_id": record.message_id})
         return Outcome.UNKNOWN_JOB.value
@@ -47,6 +49,7 @@ def handle_record(record: SQSRecord, lambda_context: LambdaContext) -> str:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@metrics.log_metrics  # each job's metrics (tollgate.usage.metrics), emitted as it was logged
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # {"batchItemFailures": [{"itemIdentifier": <message id>}, ...]}: only those come back.
     return dict(

@@ -37,6 +37,7 @@ from tollgate.generation.responses import ImageDataOut, ImagesOut
 from tollgate.generation.service import OrgGenerationSettings, RequestContext
 from tollgate.images.jobs import ImageJob
 from tollgate.images.requests import AnalyzeRequest, ImageBatchRequest, ImageJobRequest
+from tollgate.usage.metrics import metrics
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
@@ -131,5 +132,6 @@ def analyze(body: Annotated[AnalyzeRequest, Body()]) -> Response[str]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
+@metrics.log_metrics  # each request's metrics (tollgate.usage.metrics), emitted as it was logged
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle_api_event(app, event, context)

@@ -175,6 +175,7 @@ def describe(state: LocalState, state_file: Path, extra: Mapping[str, str] | Non
     """The text printed on start: where things are, the keys, and a ready ``curl``."""
     rows = {
         "API": state.base_url,
+        "dashboard": f"{state.base_url}/dashboard (type the demo key into it)",
         **(extra or {}),
         "admin key": state.admin_key,
         "demo org": state.demo_org_id,

@@ -209,6 +209,7 @@ def test_state_file_round_trip_is_private(tmp_path: Path) -> None:
     assert read_state(tmp_path / "state") is None
     text = describe(state, path)
     assert 'curl -H "Authorization: Bearer tg_demo" http://127.0.0.1:3000/v1/me' in text
+    assert "http://127.0.0.1:3000/dashboard" in text
 
 
 def test_the_admin_key_is_stored_as_its_hmac_and_kept_across_bootstraps(stack: CreatedStack) -> None:

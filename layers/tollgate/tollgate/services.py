@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from tollgate.providers.catalog import ProviderCatalog
     from tollgate.templates.binding import TemplateBinder
     from tollgate.templates.service import TemplateService
+    from tollgate.usage.analytics import UsageAnalytics
+    from tollgate.usage.metrics import RequestMetrics
 
 
 @cache
@@ -147,6 +149,7 @@ def scheduled_work() -> ScheduledWork:
         org_directory(),
         alert_publisher(),
         stale_after=timedelta(seconds=settings.stale_reservation_seconds),
+        usage=usage_rollup(),
     )
 
 
@@ -167,10 +170,43 @@ def providers() -> ProviderCatalog:
 
 @cache
 def usage_log() -> DynamoUsageLog:
-    """The usage log every request leaves (S9)."""
+    """The usage log every request leaves (S9), with its daily aggregates; each committed
+    entry also emits the request's metrics."""
     from tollgate.aws.usage_store import DynamoUsageLog
 
-    return DynamoUsageLog(table(), timedelta(days=get_settings().usage_log_retention_days))
+    return DynamoUsageLog(
+        table(), timedelta(days=get_settings().usage_log_retention_days), on_logged=request_metrics().record
+    )
+
+
+# -- usage analytics (issue 7, docs/usage.md) ------------------------------------------------------
+
+
+@cache
+def request_metrics() -> RequestMetrics:
+    """EMF metrics of every logged request (``tollgate.usage.metrics``)."""
+    from tollgate.metering.pricing import load_features
+    from tollgate.usage.metrics import RequestMetrics, metrics
+
+    return RequestMetrics(metrics, load_features().features)
+
+
+@cache
+def usage_analytics() -> UsageAnalytics:
+    """Usage reports, the dashboard's figures, the log browser and the monthly rollup."""
+    from tollgate.aws.usage_store import DynamoUsageAggregates
+    from tollgate.usage.analytics import UsageAnalytics
+
+    return UsageAnalytics(DynamoUsageAggregates(table()), usage_log())
+
+
+@cache
+def usage_rollup() -> UsageAnalytics:
+    """The scheduler's monthly rollup: as ``usage_analytics``, reading days consistently."""
+    from tollgate.aws.usage_store import DynamoUsageAggregates
+    from tollgate.usage.analytics import UsageAnalytics
+
+    return UsageAnalytics(DynamoUsageAggregates(table(), consistent=True), usage_log())
 
 
 @cache
@@ -309,6 +345,9 @@ def reset() -> None:
         scheduled_work,
         providers,
         usage_log,
+        request_metrics,
+        usage_analytics,
+        usage_rollup,
         generation,
         image_jobs,
         image_assets,

@@ -7,11 +7,12 @@ Numbers come back as ``int`` (Tollgate stores no fractional numbers: money is in
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from tollgate.aws.clients import client
@@ -30,6 +31,8 @@ Item = dict[str, Any]
 _BATCH_GET_LIMIT = 100
 _BATCH_WRITE_LIMIT = 25
 _BATCH_ATTEMPTS = 10
+
+logger = Logger()
 
 
 class ConditionFailed(Exception):
@@ -160,16 +163,27 @@ class Write:
 @dataclass(frozen=True)
 class DynamoStagedWrites:
     """``tollgate.staging.StagedWrites`` of the Tollgate table: operations another adapter adds
-    to its own transaction."""
+    to its own transaction. ``on_commit`` runs once the transaction holding them committed
+    (whoever commits calls ``committed()``), e.g. to emit the metrics of a logged request."""
 
     writes: tuple[Write, ...]
+    on_commit: tuple[Callable[[], None], ...] = ()
 
     @property
     def count(self) -> int:
         return len(self.writes)
 
     def __add__(self, other: DynamoStagedWrites) -> DynamoStagedWrites:
-        return DynamoStagedWrites(self.writes + other.writes)
+        return DynamoStagedWrites(self.writes + other.writes, self.on_commit + other.on_commit)
+
+    def committed(self) -> None:
+        """Run the ``on_commit`` callbacks. What is committed stays committed: a callback that
+        fails is logged, never raised."""
+        for callback in self.on_commit:
+            try:
+                callback()
+            except Exception:
+                logger.exception("an on-commit callback of staged writes failed")
 
     def plus(self, other: StagedWrites) -> DynamoStagedWrites:
         """``tollgate.staging.StagedWrites.plus``: only writes of this table combine."""

@@ -203,7 +203,13 @@ class DynamoGenerationStore:
         return staged + self._usage_log.stage(log) if log is not None else staged
 
     def save(self, record: GenerationRecord, log: UsageLogEntry | None = None) -> None:
-        self._table.transact(self.stage(record, log).writes)
+        if log is None:
+            self._table.transact(self.stage(record).writes)
+            return
+        # On its own (a refusal, or a release that may have committed after all): the entry is
+        # written once, so its aggregates are never added twice.
+        record_put = DynamoStagedWrites((Write("Put", item=_record_item(record)),))
+        self._usage_log.commit_once(record_put + self._usage_log.stage_once(log))
 
     def get(self, org_id: str, request_id: str) -> GenerationRecord | None:
         item = self._table.get(record_pk(org_id, request_id), RECORD_SK, consistent=False)

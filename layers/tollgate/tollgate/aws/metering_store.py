@@ -697,6 +697,9 @@ class DynamoMeteringStore:
             self._table.transact(writes)
         except TransactionCancelled as cancelled:
             raise _why(cancelled, roles) from None
+        for staged in commit.staged:
+            if isinstance(staged, DynamoStagedWrites):
+                staged.committed()
 
 
 def _k(key: Mapping[str, Any]) -> tuple[str, str]:

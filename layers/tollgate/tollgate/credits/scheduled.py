@@ -8,13 +8,14 @@ Every step is an idempotent metering operation, so a run may repeat, overlap ano
 late: a cycle is renewed once, a lot expires once, a hold is released once. Limit windows need
 nothing here: they are derived from the time and roll over by themselves.
 
-Daily usage aggregates (S5, S9) belong to the usage-analytics issue: they join ``run_org`` as
-one more step when that issue adds them.
+Usage (S5, S9): each org's closed months are rolled up from their daily aggregates into
+monthly ones (``UsageAnalytics.rollup``), recomputed and written whole, so that this step too
+may repeat or come late (``docs/usage.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -35,6 +36,12 @@ class OrgDirectory(Protocol):
     def org_ids(self) -> Iterable[str]: ...
 
 
+class UsageRollup(Protocol):
+    """The usage step: roll closed months up (``tollgate.usage.analytics.UsageAnalytics``)."""
+
+    def rollup(self, org_id: str, now: datetime | None = None) -> Sequence[object]: ...
+
+
 @dataclass
 class RunReport:
     """What one run did, for the log and the function's result."""
@@ -45,6 +52,7 @@ class RunReport:
     expired_entries: int = 0
     released_reservations: int = 0
     alerts_published: int = 0
+    rolled_up_months: int = 0
     failed_orgs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +63,7 @@ class RunReport:
             "expired_entries": self.expired_entries,
             "released_reservations": self.released_reservations,
             "alerts_published": self.alerts_published,
+            "rolled_up_months": self.rolled_up_months,
             "failed_orgs": list(self.failed_orgs),
         }
 
@@ -70,8 +79,10 @@ class ScheduledWork:
         *,
         stale_after: timedelta,
         clock: Clock | None = None,
+        usage: UsageRollup | None = None,
     ) -> None:
         self._metering = metering
+        self._usage = usage
         self._orgs = orgs
         self._publisher = publisher
         self._stale_after = stale_after
@@ -102,6 +113,8 @@ class ScheduledWork:
             report.renewed += 1
         sweep = self._metering.release_stale(org_id, older_than=now - self._stale_after)
         report.released_reservations += len(sweep.released)
+        if self._usage is not None:
+            report.rolled_up_months += len(self._usage.rollup(org_id, now))
 
     def publish_pending_alerts(self) -> int:
         """Publish what is unpublished, oldest first, until none is left or the bus refuses."""

@@ -733,6 +733,7 @@ class GenerationService:
             cache_hit=record.cached,
             status=UsageStatus(record.status.value),
             error_class=str(record.error["class"]) if record.error else None,
+            error_code=str(record.error["code"]) if record.error and record.error.get("code") else None,
             at=record.completed_at or record.created_at,
             template_id=record.template_id,
             template_version=record.template_version,

@@ -6,14 +6,16 @@ credits, latency, cache hit, status and error class. Entries expire after the re
 integers: provider cost in micro-USD, credits in units of 1/10,000 credit.
 
 Entries are written with what they describe: a generation's entry is staged with its record
-and committed in the same transaction as its settlement (``tollgate.staging``).
+and committed in the same transaction as its settlement (``tollgate.staging``). Recording an
+entry also adds it to its day's aggregates (``tollgate.usage.aggregates``), which analytics
+read; the log itself is only browsed, a page at a time (``UsageLogPages``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -50,17 +52,22 @@ class UsageLogEntry:
     at: datetime
     template_id: str | None = None
     template_version: int | None = None
+    error_code: str | None = None
+    """The failure's stable problem code (``rate_limited``, ``provider_error``...): how analytics
+    tell a refusal from a provider error (``tollgate.usage.figures.outcome_of``)."""
 
 
 class UsageLog(Protocol):
     """Where usage log entries live (``tollgate.aws.usage_store``)."""
 
     def stage(self, entry: UsageLogEntry) -> StagedWrites:
-        """The writes that record ``entry``, for another store's transaction."""
+        """The writes that record ``entry`` and add it to its day's aggregates, for another
+        store's transaction (one that happens once: a settlement or a release)."""
         ...
 
     def write(self, entry: UsageLogEntry) -> None:
-        """Record ``entry`` on its own (when there is no transaction to join)."""
+        """Record ``entry`` on its own (when there is no transaction to join); recording the
+        same entry twice adds it once."""
         ...
 
     def day(self, org_id: str, day: str) -> Sequence[UsageLogEntry]:
@@ -68,4 +75,47 @@ class UsageLog(Protocol):
         ...
 
 
-__all__ = ["UsageLog", "UsageLogEntry", "UsageStatus"]
+@dataclass(frozen=True)
+class LogFilter:
+    """What a page of the log is narrowed to (every given field must match)."""
+
+    user: str | None = None
+    model: str | None = None
+    feature: str | None = None
+    status: UsageStatus | None = None
+    cache_hit: bool | None = None
+
+
+@dataclass(frozen=True)
+class PositionedEntry:
+    """A log entry and its position in its day (opaque; the store reads from after it)."""
+
+    position: str
+    entry: UsageLogEntry
+
+
+@dataclass(frozen=True)
+class LogDayPage:
+    """Entries of one day, newest first."""
+
+    entries: tuple[PositionedEntry, ...]
+    more: str | None  # the position to go on from within the day, None when the day is done
+
+
+class UsageLogPages(Protocol):
+    """The usage log read newest first, one day at a time (``DynamoUsageLog.page``)."""
+
+    def page(
+        self, org_id: str, day: date, filters: LogFilter, after: str | None, limit: int
+    ) -> LogDayPage: ...
+
+
+__all__ = [
+    "LogDayPage",
+    "LogFilter",
+    "PositionedEntry",
+    "UsageLog",
+    "UsageLogEntry",
+    "UsageLogPages",
+    "UsageStatus",
+]
