@@ -6,8 +6,9 @@
 #   make test-unit     one layer of tests (also test-integration, test-e2e)
 #   make lint          ruff check + ruff format --check       (make format: fix both)
 #   make typecheck     mypy (strict)
-#   make bench         cold imports per handler vs `import boto3`; generate overhead and AWS calls;
-#                      colour analysis (PNG decode + palette)
+#   make bench         every benchmark of bench/ and one table (bench/report.py): cold imports,
+#                      warm overhead, AWS calls, reservations/s, tokens/s, cache effect on cost;
+#                      BENCH_ARGS="--markdown docs/performance.md" writes it there; then colour analysis
 #   make chromium      Debian's chromium for the dashboard's browser test (make test runs it)
 #   make sam-validate  sam validate --lint                    (SAM CLI in its own .venv-sam)
 #   make sam-build     sam build + bytecode, then check the layer holds tollgate, data, encodings
@@ -24,6 +25,7 @@ SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM := $(SAM_VENV)/bin/sam
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # A venv is up to date when its stamp, named after a hash of what was installed, exists.
 DEV_INPUTS := requirements-dev.txt layers/tollgate/requirements.txt pyproject.toml
@@ -94,9 +96,9 @@ typecheck: venv
 	$(BIN)/mypy
 	$(BIN)/mypy bench scripts
 
+# Every benchmark, one table (docs/performance.md was made with BENCH_ARGS="--markdown docs/performance.md").
 bench: venv
-	$(BIN)/python bench/cold_imports.py
-	PYTHONPATH=$(LOCAL_PYTHONPATH) $(BIN)/python bench/generate_overhead.py
+	PYTHONPATH=$(LOCAL_PYTHONPATH) $(BIN)/python bench/report.py $(BENCH_ARGS)
 	PYTHONPATH=$(LOCAL_PYTHONPATH) $(BIN)/python bench/image_palette.py
 
 sam-validate: sam-venv

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from figures import Figures, add_json_argument
+
 from tollgate.tokens import SHIPPED_CACHE_DIR
 from tollgate_local.invoke import handler_ref
 from tollgate_local.template import (
@@ -263,7 +265,26 @@ def print_table(targets: list[Target], runs: int, mode: str) -> list[Target]:
     return over
 
 
-def bench_tiktoken(runs: int) -> None:
+def figures_of(targets: list[Target], mode: str, figures: Figures) -> None:
+    baseline = targets[0]
+    section = f"cold import ({mode})"
+    figures.add(section, "import boto3 (baseline)", f"{baseline.median:.0f} ms")
+    for target in targets[1:]:
+        if target.error or not target.samples:
+            figures.add(section, target.label, f"ERROR {target.error}", f"<= {GOAL_RATIO}x boto3", False)
+            continue
+        ratio = target.median / baseline.median
+        sdk = statistics.median(target.with_sdk) / baseline.median
+        figures.add(
+            section,
+            target.label,
+            f"{target.median:.0f} ms = {ratio:.2f}x boto3 (with the SDK's first use: {sdk:.2f}x)",
+            f"<= {GOAL_RATIO}x boto3",
+            ratio <= GOAL_RATIO,
+        )
+
+
+def bench_tiktoken(runs: int, figures: Figures | None = None) -> None:
     print(f"\ntiktoken encodings from the shipped files, network blocked (median of {runs} interpreters)")
     print(f"  TIKTOKEN_CACHE_DIR={SHIPPED_CACHE_DIR}")
     env = _base_env([REPO_ROOT / p for p in ("layers/tollgate", "local", ".")], SHIPPED_CACHE_DIR)
@@ -287,6 +308,12 @@ def bench_tiktoken(runs: int) -> None:
             imports.append(float(imported))
             loads.append(float(loaded))
         else:
+            if figures is not None:
+                figures.add(
+                    "tiktoken",
+                    f"{encoding} loaded from the shipped file, network blocked",
+                    f"{statistics.median(loads):.0f} ms",
+                )
             print(
                 f"  {encoding:<12} import tollgate.tokens {statistics.median(imports):6.1f} ms, "
                 f"load encoding {statistics.median(loads):6.1f} ms ({vocab} tokens), 'hello world' = 2 tokens"
@@ -307,7 +334,9 @@ def main() -> int:
         help="import from `sam build` output (e.g. .aws-sam/build) as Lambda does: the function "
         "folder and the layer on the path, no venv, bytecode only if the build ships it",
     )
+    add_json_argument(parser)
     args = parser.parse_args()
+    figures = Figures()
 
     template = load_template()
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as empty:
@@ -334,6 +363,7 @@ def main() -> int:
                 if target.error is None:
                     measure_once(target)
     over = print_table(targets, args.runs, mode.description)
+    figures_of(targets, "sam build" if args.sam_build else "repository", figures)
 
     for target in over:
         packages, own, own_self = importtime_offenders(target, args.top)
@@ -348,7 +378,8 @@ def main() -> int:
         for name, ms in own_self:
             print(f"    {name:<44} {ms:7.1f} ms")
 
-    bench_tiktoken(args.runs)
+    bench_tiktoken(args.runs, figures)
+    figures.write(args.json)
     return 1 if args.strict and over else 0
 
 

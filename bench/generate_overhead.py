@@ -83,6 +83,7 @@ import botocore.client  # noqa: E402
 import botocore.exceptions  # noqa: E402
 from aws_lambda_powertools.utilities import parameters  # noqa: E402
 from botocore.response import StreamingBody  # noqa: E402
+from figures import Figures, add_json_argument  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from tollgate import services  # noqa: E402
@@ -359,6 +360,31 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
+def figures_of(runs: dict[str, tuple[str, list[Sample]]], figures: Figures, aws: str) -> None:
+    for key, (label, s) in runs.items():
+        cpu = [x.tollgate_cpu for x in s]
+        section = f"warm overhead, AWS {aws}"
+        p50 = percentile(cpu, 50)
+        judged = aws == "replayed"
+        figures.add(
+            section,
+            f"{label}: Tollgate CPU p50 / p99",
+            f"{ms(p50)} / {ms(percentile(cpu, 99))} ms",
+            f"p50 < {GOAL_TOLLGATE_P50_MS:g} ms" if judged else "",
+            p50 * 1000 < GOAL_TOLLGATE_P50_MS if judged else None,
+        )
+        if judged:
+            worst = max(len(x.calls) for x in s)
+            limit = GOAL_CALLS.get(key)
+            figures.add(
+                "AWS calls per request",
+                label,
+                str(worst),
+                f"<= {limit}" if limit is not None else "",
+                worst <= limit if limit is not None else None,
+            )
+
+
 def report(runs: dict[str, tuple[str, list[Sample]]], *, judge: bool) -> bool:
     rows: list[tuple[str, ...]] = [("", *(label for label, _ in runs.values()))]
     samples = [s for _, s in runs.values()]
@@ -456,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--requests", type=int, default=300, help="measured requests per run")
     parser.add_argument("--warmup", type=int, default=30, help="unmeasured requests before each run")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
 
     with stack():
@@ -481,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"  (operations not recorded, answered by moto: {missing})")
     met = report(replayed, judge=True)
+    figures = Figures()
+    figures_of(with_moto, figures, "by moto in process")
+    figures_of(replayed, figures, "replayed")
+    figures.write(args.json)
     return 0 if met or not args.strict else 1
 
 
