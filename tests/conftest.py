@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
@@ -31,6 +33,19 @@ from tollgate_local.resources import REGION, CreatedStack, create_stack
 from tollgate_local.template import default_template, function_environment, function_ids
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
+
+# Every test makes fresh boto3 sessions (the services' clients, Powertools' parameter providers,
+# moto), and each botocore session would parse the AWS SDK's JSON models again: about a second
+# per test. One loader for every session of the test process parses each file once; the models
+# are read-only data, so sharing them changes nothing else.
+_SHARED_DATA_LOADER = botocore.loaders.create_loader()
+
+
+def _register_shared_data_loader(session: botocore.session.Session) -> None:
+    session._components.lazy_register_component("data_loader", lambda: _SHARED_DATA_LOADER)
+
+
+botocore.session.Session._register_data_loader = _register_shared_data_loader  # type: ignore[method-assign]
 
 
 def load_event(name: str) -> dict[str, Any]:
