@@ -37,6 +37,7 @@ from tollgate.providers.imaging import image_info
 from tollgate.providers.mock import mock_png
 from tollgate_local.invoke import in_process_invoker
 from tollgate_local.resources import REGION, CreatedStack
+from tollgate_local.seed_templates import seed_table
 from tollgate_local.sqs import QueuePoller, sqs_event, sqs_event_sources
 from tollgate_local.template import default_template
 
@@ -755,3 +756,201 @@ def test_a_limit_override_on_images_applies_to_jobs(api: Api, admin_key: str, fu
     # one image fits the hour, a second does not
     assert submit(api, funded.owner_key, "One").status == 202
     assert_problem(submit(api, funded.owner_key, "Two"), 429, "rate_limited")
+
+
+# -- jobs from image templates (S8) -----------------------------------------------------------------
+
+TEMPLATES = "/v1/templates"
+PHOTO: dict[str, Any] = {
+    "name": "Photo",
+    "category": "demo",
+    "kind": "image",
+    "body": "A photo of a {{ kind }} in {{ place }}.",
+    "variables": [
+        {"name": "kind", "type": "enum", "values": ["loft", "cabin"]},
+        {"name": "place", "max_length": 40},
+    ],
+    "params": {"model": "mock/image", "size": "256x256"},
+}
+
+
+def create_template(api: Api, key: str, body: dict[str, Any]) -> str:
+    response = api.post(TEMPLATES, key=key, json_body=body)
+    assert response.status == 201, response.body
+    return str(response.json()["id"])
+
+
+def template_uses(api: Api, key: str, template_id: str, version: int) -> tuple[int, int]:
+    """(the template's usage count, its version's)."""
+    head = api.get(f"{TEMPLATES}/{template_id}", key=key).json()["usage_count"]
+    one = api.get(f"{TEMPLATES}/{template_id}/versions/{version}", key=key).json()["usage_count"]
+    return int(head), int(one)
+
+
+def test_an_image_template_makes_a_job_the_worker_completes_at_the_templates_declared_price(
+    api: Api, admin_key: str, funded: Tenant, stack: CreatedStack
+) -> None:
+    # Given an org's image template at a flat 0.5 credit per call
+    priced = {**PHOTO, "feature": "listing_photo", "price": {"rule": "flat", "credits": 0.5}}
+    tid = create_template(api, funded.owner_key, priced)
+    # When a member posts it with its variables
+    submitted = api.post(
+        IMAGES,
+        key=funded.member_key,
+        json_body={"template_id": tid, "variables": {"kind": "loft", "place": "Oslo"}},
+    )
+    # Then a pending job is accepted, its declared price held, naming the template and version
+    assert submitted.status == 202, submitted.body
+    job = submitted.json()
+    assert (job["status"], job["template_id"], job["template_version"]) == ("pending", tid, 1)
+    assert (job["feature"], job["prompt"], job["size"]) == (
+        "listing_photo",
+        "A photo of a loft in Oslo.",
+        "256x256",
+    )
+    assert held_of(api, admin_key, funded.org_id) == Decimal("0.5")
+    # and no use is counted before the job completes
+    assert template_uses(api, funded.member_key, tid, 1) == (0, 0)
+    # When the worker runs
+    assert run_worker(stack) == 1
+    # Then the job completed with the template's image, at exactly the declared price
+    done = job_of(api, funded.member_key, job["id"])
+    assert (done["status"], done["template_id"], done["template_version"]) == ("completed", tid, 1)
+    assert download(done["url"]) == mock_png("A photo of a loft in Oslo.", 256, 256)
+    assert done["credits_charged"] == 0.5
+    assert balance_of(api, admin_key, funded.org_id) == 10 - Decimal("0.5")
+    assert held_of(api, admin_key, funded.org_id) == 0
+    # and its usage log entry names the template and version
+    (entry,) = usage_logs(funded.org_id)
+    assert (entry.request_id, entry.template_id, entry.template_version) == (job["id"], tid, 1)
+    assert (entry.feature, entry.credits) == ("listing_photo", 5_000)
+    # and one use is counted, on the template and on its version
+    assert template_uses(api, funded.member_key, tid, 1) == (1, 1)
+    # When the same variables are posted again
+    again = api.post(
+        IMAGES,
+        key=funded.member_key,
+        json_body={"template_id": tid, "variables": {"kind": "loft", "place": "Oslo"}},
+    )
+    # Then the earlier asset answers at once, as a cache hit of the template's rule (free), counted as a use
+    reused = again.json()
+    assert (reused["status"], reused["cached"], reused["source_job_id"]) == ("completed", True, job["id"])
+    assert (reused["credits_charged"], reused["template_id"]) == (0, tid)
+    assert template_uses(api, funded.member_key, tid, 1) == (2, 2)
+    assert balance_of(api, admin_key, funded.org_id) == 10 - Decimal("0.5")
+    assert_ledger_matches_balance(api, admin_key, funded.org_id)
+
+
+def test_an_old_version_of_an_image_template_still_makes_its_image_and_the_requests_fields_win(
+    api: Api, funded: Tenant, stack: CreatedStack
+) -> None:
+    # Given an image template updated to version 2
+    tid = create_template(api, funded.owner_key, PHOTO)
+    changed = api.request(
+        "PUT",
+        f"{TEMPLATES}/{tid}",
+        key=funded.owner_key,
+        json_body={"body": "A drawing of a {{ kind }} in {{ place }}."},
+    )
+    assert changed.json()["version"] == 2
+    variables = {"kind": "cabin", "place": "Bergen"}
+    # When version 1 is asked for, with a size of the request's own, and the current one plainly
+    old = api.post(
+        IMAGES,
+        key=funded.member_key,
+        json_body={"template_id": tid, "template_version": 1, "variables": variables, "size": "512x512"},
+    ).json()
+    new = api.post(
+        IMAGES, key=funded.member_key, json_body={"template_id": tid, "variables": variables}
+    ).json()
+    assert run_worker(stack) == 2
+    # Then version 1 renders as it did, at the request's size; the current one is version 2
+    old_done, new_done = job_of(api, funded.member_key, old["id"]), job_of(api, funded.member_key, new["id"])
+    assert (old_done["template_version"], old_done["size"], old_done["width"]) == (1, "512x512", 512)
+    assert download(old_done["url"]) == mock_png("A photo of a cabin in Bergen.", 512, 512)
+    assert (new_done["template_version"], new_done["prompt"]) == (2, "A drawing of a cabin in Bergen.")
+    # and each version counts its own use (charged as the image feature: no declared price)
+    assert new_done["feature"] == "image"
+    assert template_uses(api, funded.member_key, tid, 1) == (2, 1)
+    assert template_uses(api, funded.member_key, tid, 2) == (2, 1)
+
+
+def test_image_template_refusals_name_the_fault_and_reserve_nothing(
+    api: Api, admin_key: str, funded: Tenant, make_tenant: Any, stack: CreatedStack
+) -> None:
+    # Given an image template of another org, one of this org, and a text template
+    other: Tenant = make_tenant()
+    foreign = create_template(api, other.owner_key, PHOTO)
+    own = create_template(
+        api, funded.owner_key, {**PHOTO, "feature": "photo", "price": {"rule": "flat", "credits": 1}}
+    )
+    text = create_template(
+        api, funded.owner_key, {"name": "Text", "body": "Hi {{ who }}", "variables": [{"name": "who"}]}
+    )
+    ok = {"kind": "loft", "place": "Rome"}
+
+    def post(body: dict[str, Any]) -> ApiResponse:
+        return api.post(IMAGES, key=funded.member_key, json_body=body)
+
+    def fields(response: ApiResponse) -> set[str]:
+        return {e["field"] for e in assert_problem(response, 422, "invalid_request")["errors"]}
+
+    # Then another org's private template is 404, as if it did not exist
+    assert_problem(post({"template_id": foreign, "variables": ok}), 404, "not_found")
+    # and missing, ill-typed and too long variables are 422 naming each one
+    assert fields(post({"template_id": own, "variables": {"kind": "castle"}})) == {
+        "variables.kind",
+        "variables.place",
+    }
+    assert fields(post({"template_id": own, "variables": {**ok, "place": "x" * 41}})) == {"variables.place"}
+    # and a text template is 422 on template_id; a version that does not exist too
+    assert fields(post({"template_id": text, "variables": {"who": "Al"}})) == {"template_id"}
+    assert fields(post({"template_id": own, "template_version": 7, "variables": ok})) == {"template_version"}
+    # and a template charged as its feature refuses another feature
+    assert fields(post({"template_id": own, "variables": ok, "feature": "image"})) == {"feature"}
+    # and in a batch, the item at fault is named and the batch refused whole
+    batch = api.post(
+        f"{IMAGES}/batch",
+        key=funded.member_key,
+        json_body={"items": [{"template_id": own, "variables": ok}, {"template_id": own, "variables": {}}]},
+    )
+    assert fields(batch) == {"items.1.variables.kind", "items.1.variables.place"}
+    foreign_item = api.post(
+        f"{IMAGES}/batch",
+        key=funded.member_key,
+        json_body={"items": [{"template_id": foreign, "variables": ok}]},
+    )
+    assert_problem(foreign_item, 404, "not_found")
+    # and nothing was held, charged, queued or counted
+    assert held_of(api, admin_key, funded.org_id) == 0
+    assert balance_of(api, admin_key, funded.org_id) == 10
+    assert queue_count(stack, "ImageJobsQueue") == 0
+    assert template_uses(api, funded.member_key, own, 1) == (0, 0)
+
+
+def test_a_batch_from_the_starter_listing_photo_completes_and_counts_each_job(
+    api: Api, admin_key: str, funded: Tenant, stack: CreatedStack
+) -> None:
+    # Given the shipped starter templates
+    table = services.table()
+    seed_table(table.name, table.client)
+    starter = "tpl_starter-listing-photo"
+    listings = [
+        {"title": "Sunny loft", "property_type": "loft", "location": "Le Marais, Paris"},
+        {"title": "Quiet cabin", "property_type": "cabin", "location": "Lofoten"},
+    ]
+    # When a batch makes a listing photo of each listing, small, on the mock
+    items = [{"template_id": starter, "variables": v, **SMALL} for v in listings]
+    accepted = api.post(f"{IMAGES}/batch", key=funded.member_key, json_body={"items": items})
+    assert accepted.status == 202, accepted.body
+    assert run_worker(stack) == 2
+    # Then both complete from the starter's prompt, each at the image feature's price
+    jobs = [job_of(api, funded.member_key, j["id"]) for j in accepted.json()["jobs"]]
+    assert [(j["status"], j["template_id"], j["template_version"]) for j in jobs] == [
+        ("completed", starter, 1)
+    ] * 2
+    assert 'for the listing "Quiet cabin"' in jobs[1]["prompt"]
+    assert balance_of(api, admin_key, funded.org_id) == 10 - 2 * SMALL_PRICE
+    # and the public template counted one use per job
+    assert template_uses(api, funded.member_key, starter, 1) == (2, 2)
+    assert_ledger_matches_balance(api, admin_key, funded.org_id)

@@ -39,6 +39,7 @@ from tollgate.metering.pricing import Pricing, default_pricing
 from tollgate.providers.base import ImageRequest, ImageResult
 from tollgate.providers.catalog import ProviderCatalog
 from tollgate.providers.mock import MockProvider
+from tollgate.templates.models import PUBLIC_OWNER, TemplateUse
 from tollgate.usage.log import UsageLogEntry
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
@@ -49,6 +50,29 @@ ORG = "org_1"
 class Staged:
     apply: Callable[[], None]
     count: int = 1
+
+    def plus(self, other: Staged) -> Staged:
+        def both() -> None:
+            self.apply()
+            other.apply()
+
+        return Staged(both, self.count + other.count)
+
+
+@dataclass
+class FakeTemplateUses:
+    """Counts uses as ``TemplateService`` does: staged for an org's template, after for a public one."""
+
+    counted: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def stage_use(self, use: TemplateUse) -> Staged | None:
+        if use.public:
+            return None
+        return Staged(lambda: self.counted.append((use.template_id, use.version, "staged")))
+
+    def count_use(self, use: TemplateUse) -> None:
+        if use.public:
+            self.counted.append((use.template_id, use.version, "after"))
 
 
 class MemoryJobs:
@@ -350,3 +374,46 @@ def test_a_hold_swept_while_the_job_ran_fails_the_job_as_expired(world: World) -
 
 def test_a_message_for_no_job_is_dropped(world: World) -> None:
     assert world.deliver("img_missing") is Outcome.UNKNOWN_JOB
+
+
+def test_a_template_job_counts_one_use_with_its_settlement_and_a_failed_one_none(world: World) -> None:
+    uses = FakeTemplateUses()
+    worker = ImageWorker(
+        ProviderCatalog([world.provider]),
+        world.metering,
+        world.jobs,
+        world.assets,
+        load_models(),
+        max_receive_count=5,
+        clock=world.clock,
+        templates=uses,
+    )
+
+    def deliver(job_id: str) -> Outcome:
+        return worker.process(Delivery(JobMessage(ORG, job_id), 1, 60))
+
+    # An org's own template: counted inside the settlement's move
+    own = replace(world.job("img_own"), template=TemplateUse(ORG, "tpl_own", 2))
+    world.jobs.create([own])
+    assert deliver("img_own") is Outcome.COMPLETED
+    assert uses.counted == [("tpl_own", 2, "staged")]
+    (entry,) = world.jobs.logs
+    assert (entry.template_id, entry.template_version) == ("tpl_own", 2)
+    # A public template: counted right after the settlement
+    public = replace(world.job("img_pub"), template=TemplateUse(PUBLIC_OWNER, "tpl_pub", 1))
+    world.jobs.create([public])
+    assert deliver("img_pub") is Outcome.COMPLETED
+    assert uses.counted[1:] == [("tpl_pub", 1, "after")]
+    # A job that fails for good: nothing counted
+    failing = replace(
+        world.job("img_bad", metadata={"mock": {"fail": "invalid"}}), template=TemplateUse(ORG, "tpl_own", 2)
+    )
+    world.jobs.create([failing])
+    assert deliver("img_bad") is Outcome.FAILED
+    # A settlement whose staged writes are refused (the job finished elsewhere): nothing counted
+    world.metering.refuse_staged = True
+    refused = replace(world.job("img_raced"), template=TemplateUse(ORG, "tpl_own", 2))
+    world.jobs.create([refused])
+    with pytest.raises(RetryLater):
+        deliver("img_raced")
+    assert len(uses.counted) == 2

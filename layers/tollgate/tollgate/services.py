@@ -270,6 +270,7 @@ def images() -> ImageService:
         url_ttl_seconds=settings.asset_url_ttl_seconds,
         sync_max_images=settings.image_sync_max_images,
         limits=ContentLimits.from_settings(settings),
+        templates=templates(),  # a job from an image template (S8)
     )
 
 
@@ -286,6 +287,7 @@ def image_worker() -> ImageWorker:
         image_assets(),
         load_models(),
         max_receive_count=get_settings().image_job_max_receive_count,
+        templates=templates(),  # counts the use of a job's template when it completes
     )
 
 

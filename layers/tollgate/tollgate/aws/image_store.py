@@ -47,6 +47,7 @@ from tollgate.images.jobs import (
     JobStatus,
 )
 from tollgate.providers.base import ImageFormat
+from tollgate.templates.models import TemplateUse
 from tollgate.usage.log import UsageLogEntry
 
 JOB_SK = "JOB"
@@ -144,6 +145,7 @@ def _body(job: ImageJob) -> str:
             "fallbacks": [dict(f) for f in job.fallbacks],
             "findings": [dict(f) for f in job.findings],
             "synchronous": job.synchronous,
+            "template": job.template.as_json() if job.template is not None else None,
         }
     )
 
@@ -221,6 +223,7 @@ def job_of(item: Item) -> ImageJob:
         fallbacks=tuple(body.get("fallbacks") or ()),
         findings=tuple(body.get("findings") or ()),
         synchronous=bool(body.get("synchronous", False)),
+        template=TemplateUse.from_json(body["template"]) if body.get("template") else None,
     )
 
 

@@ -3,6 +3,10 @@ transaction, the job's status move and the job's usage log entry (and, for a com
 its dedup index entries). So a job is completed exactly when it is charged, failed exactly
 when its credits went back, and it leaves exactly one usage log entry.
 
+A job made from a template (S8) counts one use of its template version when it completes (a
+deduplicated one too; a failed one never): an org's own template in the same transaction,
+a public one right after it (``TemplateUses``, that is ``TemplateService``).
+
 A job's reservation is its own (reservation id = job id), or a part of its batch's
 reservation; ``JobBilling`` picks ``settle``/``release`` or ``settle_part``/``release_part``.
 """
@@ -20,9 +24,10 @@ from tollgate.images.generator import Generated, fallbacks_of
 from tollgate.images.jobs import AssetIndex, DedupHit, ImageJob, ImageJobStore, ImageSpec, JobStatus
 from tollgate.images.planning import actual_usage
 from tollgate.metering.models import Release, Reservation, ReservationStatus, Settlement, Usage
-from tollgate.metering.pricing import Pricing
+from tollgate.metering.pricing import FeatureRule, Pricing
 from tollgate.providers.errors import UpstreamError
 from tollgate.staging import StagedWrites
+from tollgate.templates.models import TemplateUse
 from tollgate.usage.log import UsageLogEntry, UsageStatus
 
 KIND = "image"
@@ -34,10 +39,16 @@ class ImageMetering(Protocol):
     @property
     def pricing(self) -> Pricing: ...
 
-    def reserve(self, caller: Caller, feature: str, estimate: Usage, reservation_id: str) -> Reservation: ...
+    def reserve(
+        self, caller: Caller, feature: str | FeatureRule, estimate: Usage, reservation_id: str
+    ) -> Reservation: ...
 
     def reserve_batch(
-        self, caller: Caller, feature: str, parts: Sequence[tuple[str, Usage]], reservation_id: str
+        self,
+        caller: Caller,
+        feature: str | FeatureRule,
+        parts: Sequence[tuple[str, Usage]],
+        reservation_id: str,
     ) -> Reservation: ...
 
     def settle(
@@ -75,13 +86,25 @@ class ImageMetering(Protocol):
     def charge(
         self,
         caller: Caller,
-        feature: str,
+        feature: str | FeatureRule,
         usage: Usage,
         reservation_id: str,
         attach: Callable[[Settlement], StagedWrites | None] | None = None,
     ) -> Settlement: ...
 
     def reservation(self, org_id: str, reservation_id: str) -> Reservation: ...
+
+
+class TemplateUses(Protocol):
+    """How a template's use is counted (``tollgate.templates.service.TemplateService``)."""
+
+    def stage_use(self, use: TemplateUse) -> StagedWrites | None:
+        """Writes counting the use in the money move's transaction; ``None``: count it after."""
+        ...
+
+    def count_use(self, use: TemplateUse) -> None:
+        """Count the use after the money move, unless ``stage_use`` staged it."""
+        ...
 
 
 def error_of(exc: BaseException) -> dict[str, Any]:
@@ -119,6 +142,8 @@ def log_entry(job: ImageJob) -> UsageLogEntry:
         status=UsageStatus.COMPLETED if job.status is JobStatus.COMPLETED else UsageStatus.FAILED,
         error_class=str(job.error["class"]) if job.error else None,
         at=job.completed_at or job.updated_at,
+        template_id=job.template_id,
+        template_version=job.template_version,
     )
 
 
@@ -134,9 +159,27 @@ def _provider_of(model: str) -> str:
 class JobBilling:
     """Completes and fails jobs with their money moves."""
 
-    def __init__(self, metering: ImageMetering, jobs: ImageJobStore) -> None:
+    def __init__(
+        self, metering: ImageMetering, jobs: ImageJobStore, templates: TemplateUses | None = None
+    ) -> None:
         self._metering = metering
         self._jobs = jobs
+        self._templates = templates
+
+    # -- a template's use --------------------------------------------------------------------
+
+    def _with_use(self, job: ImageJob, staged: StagedWrites) -> StagedWrites:
+        """``staged`` and, for a completed job made from an org's own template, its use."""
+        if job.template is None or self._templates is None or job.status is not JobStatus.COMPLETED:
+            return staged
+        use = self._templates.stage_use(job.template)
+        return staged if use is None else staged.plus(use)
+
+    def _counted(self, job: ImageJob) -> ImageJob:
+        """After the money move of a completed job: count a public template's use."""
+        if job.template is not None and self._templates is not None and job.status is JobStatus.COMPLETED:
+            self._templates.count_use(job.template)
+        return job
 
     # -- the reservation of a job ------------------------------------------------------------
 
@@ -177,14 +220,14 @@ class JobBilling:
 
         def attach(settlement: Settlement) -> StagedWrites:
             charged = _charged(done, settlement)
-            return self._jobs.stage_finish(charged, log_entry(charged), index)
+            return self._with_use(charged, self._jobs.stage_finish(charged, log_entry(charged), index))
 
         reservation_id, part_id = job.reservation
         if part_id is None:
             settlement = self._metering.settle(job.org_id, reservation_id, usage, attach=attach)
         else:
             settlement = self._metering.settle_part(job.org_id, reservation_id, part_id, usage, attach=attach)
-        return _charged(done, settlement)
+        return self._counted(_charged(done, settlement))
 
     def fail(self, job: ImageJob, error: Mapping[str, Any], now: datetime) -> ImageJob:
         """Release the job's credits; the job becomes failed in the same transaction. When its
@@ -254,11 +297,11 @@ class JobBilling:
             job.org_id,
             job.job_id,
             usage,
-            attach=lambda settled: self._jobs.stage_new(
-                _charged(done, settled), log_entry(_charged(done, settled)), index
+            attach=lambda settled: self._with_use(
+                done, self._jobs.stage_new(_charged(done, settled), log_entry(_charged(done, settled)), index)
             ),
         )
-        return _charged(done, settlement)
+        return self._counted(_charged(done, settlement))
 
     def fail_new(self, job: ImageJob, error: Mapping[str, Any], now: datetime) -> ImageJob:
         """Release a synchronous job that failed; it is written failed with the release."""
@@ -275,19 +318,27 @@ class JobBilling:
         )
         return failed
 
-    def reuse(self, caller: Caller, job: ImageJob, hit: DedupHit, now: datetime) -> ImageJob:
+    def reuse(
+        self,
+        caller: Caller,
+        job: ImageJob,
+        hit: DedupHit,
+        now: datetime,
+        charged_as: str | FeatureRule | None = None,
+    ) -> ImageJob:
         """Answer a job with an earlier job's assets: charged as a cache hit (free by default,
-        still counted in the rate limits), written completed, the earlier job's usage count +1,
-        all in one transaction. Refusals (429) as ``reserve``'s."""
+        still counted in the rate limits) by ``charged_as`` (a template's declared rule; else
+        the job's feature), written completed, the earlier job's usage count +1, all in one
+        transaction. Refusals (429) as ``reserve``'s."""
         reused = self._reused(job, hit, now)
         settlement = self._metering.charge(
             caller,
-            job.feature,
+            charged_as or job.feature,
             self.hit_usage(hit),
             job.job_id,
             attach=lambda settled: self._stage_reused(_charged(reused, settled), hit),
         )
-        return _charged(reused, settlement)
+        return self._counted(_charged(reused, settlement))
 
     def reuse_part(self, job: ImageJob, hit: DedupHit, now: datetime) -> ImageJob:
         """The same for a job of a batch, whose part was reserved at the cache-hit price."""
@@ -300,7 +351,7 @@ class JobBilling:
             self.hit_usage(hit),
             attach=lambda settled: self._stage_reused(_charged(reused, settled), hit),
         )
-        return _charged(reused, settlement)
+        return self._counted(_charged(reused, settlement))
 
     @staticmethod
     def hit_usage(hit: DedupHit) -> Usage:
@@ -323,7 +374,7 @@ class JobBilling:
         )
 
     def _stage_reused(self, job: ImageJob, hit: DedupHit) -> StagedWrites:
-        return self._jobs.stage_new(job, log_entry(job), reused=hit.job_id)
+        return self._with_use(job, self._jobs.stage_new(job, log_entry(job), reused=hit.job_id))
 
     @staticmethod
     def index_of(job: ImageJob, now: datetime) -> AssetIndex | None:
@@ -340,4 +391,4 @@ def _charged(job: ImageJob, settlement: Settlement) -> ImageJob:
     )
 
 
-__all__ = ["ImageMetering", "JobBilling", "error_of", "log_entry"]
+__all__ = ["ImageMetering", "JobBilling", "TemplateUses", "error_of", "log_entry"]

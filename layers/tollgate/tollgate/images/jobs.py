@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from tollgate.providers.base import ImageFormat
 from tollgate.staging import StagedWrites
+from tollgate.templates.models import TemplateUse
 from tollgate.usage.log import UsageLogEntry
 
 CONTENT_TYPES: Mapping[ImageFormat, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -118,6 +119,15 @@ class ImageJob:
     fallbacks: tuple[Mapping[str, Any], ...] = ()
     findings: tuple[Mapping[str, Any], ...] = ()
     synchronous: bool = False  # made by POST /v1/images/generations
+    template: TemplateUse | None = None  # made from an image template: which version (S8)
+
+    @property
+    def template_id(self) -> str | None:
+        return self.template.template_id if self.template else None
+
+    @property
+    def template_version(self) -> int | None:
+        return self.template.version if self.template else None
 
     @property
     def reservation(self) -> tuple[str, str | None]:

@@ -19,7 +19,8 @@ from tollgate.generation.cache_key import CacheOptions, cache_ttl, image_context
 from tollgate.generation.registry import ModelRegistry, ModelSpec, ResolvedChain
 from tollgate.images.jobs import ImageSpec
 from tollgate.metering.models import Usage
-from tollgate.metering.pricing import PriceTable, UnknownPrice
+from tollgate.metering.pricing import FeatureRule, PriceTable, UnknownPrice
+from tollgate.templates.models import TemplateUse
 
 DEFAULT_FEATURE = "image"
 DEFAULT_QUALITY = "standard"
@@ -28,7 +29,9 @@ DEFAULT_QUALITY = "standard"
 @dataclass(frozen=True)
 class ImagePlan:
     """An image request checked and priced: the spec, the models that can make it (in the
-    chain's order), the estimate to reserve, and its dedup hashes."""
+    chain's order), the estimate to reserve, and its dedup hashes. A plan made from a template
+    (S8) names its version (``template``) and may carry its declared price (``pricing``),
+    charged instead of a ``feature`` of the catalog."""
 
     spec: ImageSpec
     chain: ResolvedChain
@@ -40,6 +43,13 @@ class ImagePlan:
     context: Mapping[str, Any] | None = None
     entity: Mapping[str, str] | None = None
     findings: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    pricing: FeatureRule | None = None
+    template: TemplateUse | None = None
+
+    @property
+    def charged_as(self) -> str | FeatureRule:
+        """What the reservation charges: the template's declared rule, else the feature."""
+        return self.pricing or self.feature
 
     @property
     def first(self) -> ModelSpec:

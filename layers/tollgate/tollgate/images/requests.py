@@ -39,12 +39,14 @@ class ImageJobRequest(GenerationBody):
 
     ``context`` says what the image is for: an earlier image of the org made for the same
     context (and of the same shape) is reused, whatever the prompt's wording. ``template_id``
-    and ``variables`` are accepted for templates (S8), which are not available yet.
+    and ``variables`` (and ``template_version`` to pin an old version) make the prompt from an
+    image template (S8): its parameters under the request's own (``ImageService``).
     """
 
     prompt: Prompt | None = None
     template_id: str | None = Field(default=None, min_length=1, max_length=64)
     variables: dict[str, Any] | None = None
+    template_version: int | None = Field(default=None, ge=1)
     model: ModelName = "default-image"
     size: str | None = None
     quality: str | None = Field(default=None, min_length=1, max_length=20)
@@ -79,8 +81,8 @@ class ImageJobRequest(GenerationBody):
     def _one_source(self) -> ImageJobRequest:
         if (self.prompt is None) == (self.template_id is None):
             raise ValueError("give exactly one of prompt or template_id")
-        if self.variables is not None and self.template_id is None:
-            raise ValueError("variables go with template_id")
+        if (self.variables is not None or self.template_version is not None) and self.template_id is None:
+            raise ValueError("variables and template_version go with template_id")
         return self
 
 

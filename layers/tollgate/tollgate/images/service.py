@@ -2,8 +2,10 @@
 
 ``POST /v1/images`` (``submit``), for every job, in this order:
 
-1. content security on the prompt (the org's policy), then the plan: the chain of models
-   that can make this size and quality, the estimate (the dearest of them), the hashes;
+1. a template (``template_id``, S8) is rendered into the prompt, its parameters under the
+   request's own, its declared price or feature kept for the charge; then content security on
+   the prompt (the org's policy), then the plan: the chain of models that can make this size
+   and quality, the estimate (the dearest of them), the hashes;
 2. deduplication: an asset of the org with the same prompt hash or context hash answers at
    once, charged as a cache hit (free by default, still counted in the rate limits), the
    job written completed and the earlier job's usage count + 1, in one transaction;
@@ -25,10 +27,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
+from pydantic import ValidationError
 
+from tollgate.api.params import field_errors
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import (
     Conflict,
@@ -47,7 +51,7 @@ from tollgate.generation.security import ContentLimits, scan_texts
 from tollgate.generation.service import RequestContext
 from tollgate.identity.models import Caller, Role
 from tollgate.ids import is_valid_id, new_id
-from tollgate.images.billing import ImageMetering, JobBilling, error_of, log_entry
+from tollgate.images.billing import ImageMetering, JobBilling, TemplateUses, error_of, log_entry
 from tollgate.images.colors import InvalidImage, Palette, UnsupportedImage, decode_png, palette
 from tollgate.images.generator import ImageGenerator
 from tollgate.images.jobs import (
@@ -67,7 +71,11 @@ from tollgate.metering.models import Usage
 from tollgate.metering.ports import StagedWriteRefused
 from tollgate.metering.pricing import UnknownPrice
 from tollgate.providers.catalog import ProviderCatalog
+from tollgate.templates.models import IMAGE_PARAMS
 from tollgate.usage.log import UsageLog, UsageLogEntry, UsageStatus
+
+if TYPE_CHECKING:
+    from tollgate.templates.service import ImageTemplateRequest
 
 logger = Logger()
 
@@ -77,11 +85,29 @@ ANALYSIS_FEATURE = "color_analysis"
 ANALYSIS_MODEL = "tollgate/palette"
 MAX_ANALYZED_BYTES = 16 * 1024 * 1024
 _ASSET_KEY = re.compile(r"^assets/(?P<org>[^/]+)/(?P<job>[^/]+)/(?P<index>\d+)\.(png|jpg|webp)$")
+_TEMPLATE_FIELDS = frozenset({"template_id", "variables", "template_version"})
 _QUEUE_DOWN = {
     "class": "QueueUnavailable",
     "code": "service_unavailable",
     "detail": "The job could not be queued; nothing was charged",
 }
+
+
+class ImageTemplates(TemplateUses, Protocol):
+    """What image jobs need of templates (``tollgate.templates.service.TemplateService``)."""
+
+    def render_image(
+        self,
+        caller: Caller,
+        template_id: str,
+        variables: Mapping[str, Any] | None,
+        *,
+        version: int | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> ImageTemplateRequest:
+        """The image template rendered: ``404`` if the caller may not read it, ``422`` for a
+        text template and for variables at fault (each ``variables.<name>``)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -136,6 +162,7 @@ class ImageService:
         sync_max_images: int = 4,
         limits: ContentLimits | None = None,
         clock: Clock | None = None,
+        templates: ImageTemplates | None = None,
     ) -> None:
         self._providers = providers
         self._metering = metering
@@ -148,7 +175,8 @@ class ImageService:
         self._sync_max = sync_max_images
         self._limits = limits or ContentLimits()
         self._clock = clock or SystemClock()
-        self._billing = JobBilling(metering, jobs)
+        self._templates = templates
+        self._billing = JobBilling(metering, jobs, templates)
         self._generator = ImageGenerator(providers, assets)
 
     @property
@@ -169,7 +197,7 @@ class ImageService:
         hit = self._find(job.org_id, plan, now)
         if hit is not None:
             try:
-                return Submitted(self._billing.reuse(ctx.caller, job, hit, now), True)
+                return Submitted(self._billing.reuse(ctx.caller, job, hit, now, plan.charged_as), True)
             except StagedWriteRefused:
                 logger.warning(
                     "an indexed asset's job is gone; generating anew", extra={"job_id": hit.job_id}
@@ -178,7 +206,7 @@ class ImageService:
                 self._log_refused(job, exc)
                 raise
         try:
-            reservation = self._metering.reserve(ctx.caller, plan.feature, plan.estimate, job.job_id)
+            reservation = self._metering.reserve(ctx.caller, plan.charged_as, plan.estimate, job.job_id)
         except TollgateError as exc:
             self._log_refused(job, exc)
             raise
@@ -208,13 +236,15 @@ class ImageService:
                 plans.append(self._plan(ctx, item, prefix=f"items.{index}."))
             except ValidationFailed as exc:
                 errors.extend(exc.errors)
+            except NotFound as exc:
+                raise NotFound(f"items.{index}: {exc.detail}") from None
             except ContentBlocked as exc:
                 self._log_unplanned(ctx, ctx.request_id, item.model, item.feature, "image_batch", exc)
                 raise ContentBlocked(f"items.{index}: {exc.detail}", extra=exc.extra) from None
         if errors:
             raise ValidationFailed(errors)
-        feature = plans[0].feature
-        mixed = [n for n, plan in enumerate(plans) if plan.feature != feature]
+        feature, charged_as = plans[0].feature, plans[0].charged_as
+        mixed = [n for n, plan in enumerate(plans) if plan.charged_as != charged_as]
         if mixed:
             raise ValidationFailed(
                 [
@@ -235,7 +265,7 @@ class ImageService:
             for job, plan in zip(jobs, plans, strict=True)
         ]
         try:
-            reservation = self._metering.reserve_batch(ctx.caller, feature, parts, batch_id)
+            reservation = self._metering.reserve_batch(ctx.caller, charged_as, parts, batch_id)
         except TollgateError as exc:
             self._log_unplanned(ctx, batch_id, "batch", feature, "image_batch", exc)
             raise
@@ -450,7 +480,7 @@ class ImageService:
 
     def _plan(self, ctx: RequestContext, body: ImageJobRequest, prefix: str = "") -> ImagePlan:
         if body.template_id is not None:
-            raise NotFound("Templates are not available yet")
+            return self._plan_template(ctx, body, prefix)
         assert body.prompt is not None
         return self._plan_fields(
             ctx,
@@ -469,6 +499,67 @@ class ImageService:
             metadata=body.metadata,
             prefix=prefix,
         )
+
+    def _plan_template(self, ctx: RequestContext, body: ImageJobRequest, prefix: str) -> ImagePlan:
+        """A job from an image template: the version the caller may read (the current one, or
+        ``template_version``) rendered with ``variables``; the template's ``model``, ``size``,
+        ``quality``, ``style`` and ``n`` under the request's own; charged at its declared price
+        or as its feature (a request naming another ``feature`` is ``422``), else as the request
+        says; the plan names the version, for the job's record and its use count."""
+        assert body.template_id is not None
+        if self._templates is None:
+            raise NotFound("Templates are not available here")
+        try:
+            rendered = self._templates.render_image(
+                ctx.caller,
+                body.template_id,
+                body.variables,
+                version=body.template_version,
+                overrides=body.model_dump(include=set(IMAGE_PARAMS), exclude_unset=True),
+            )
+            if rendered.feature is not None and body.feature not in (None, rendered.feature):
+                raise ValidationFailed(
+                    [
+                        FieldError(
+                            "feature",
+                            f"this template is charged as its feature {rendered.feature!r}",
+                            "feature_fixed",
+                        )
+                    ]
+                )
+            try:
+                request = ImageJobRequest.model_validate(
+                    {
+                        **body.model_dump(exclude_unset=True, exclude={*_TEMPLATE_FIELDS, "feature"}),
+                        **rendered.as_fields(),
+                    }
+                )
+            except ValidationError as exc:
+                raise ValidationFailed(field_errors(exc)) from None
+        except ValidationFailed as exc:  # named as the request's fields (in a batch, its item's)
+            named = {"version": "template_version"}
+            raise ValidationFailed(
+                [replace(e, field=prefix + named.get(e.field, e.field)) for e in exc.errors]
+            ) from None
+        assert request.prompt is not None
+        plan = self._plan_fields(
+            ctx,
+            prompt=request.prompt,
+            model=request.model,
+            size=request.size,
+            quality=request.quality,
+            style=request.style,
+            n=request.n,
+            negative_prompt=request.negative_prompt,
+            seed=request.seed,
+            context=request.context,
+            entity=request.entity.model_dump() if request.entity else None,
+            cache=request.cache,
+            feature=rendered.feature or body.feature,
+            metadata=request.metadata,
+            prefix=prefix,
+        )
+        return replace(plan, pricing=rendered.pricing, template=rendered.use)
 
     def _plan_fields(
         self,
@@ -536,6 +627,7 @@ class ImageService:
             keep_prompt=ctx.org.keep_prompts,
             cache_ttl_seconds=plan.cache_ttl_seconds,
             findings=plan.findings,
+            template=plan.template,
         )
 
     def _find(self, org_id: str, plan: ImagePlan, now: datetime) -> DedupHit | None:

@@ -35,7 +35,7 @@ from aws_lambda_powertools import Logger
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import Conflict, TollgateError
 from tollgate.generation.registry import ModelRegistry, ResolvedChain
-from tollgate.images.billing import ImageMetering, JobBilling, error_of
+from tollgate.images.billing import ImageMetering, JobBilling, TemplateUses, error_of
 from tollgate.images.generator import Generated, ImageGenerator
 from tollgate.images.jobs import AssetStore, ImageJob, ImageJobStore, JobMessage
 from tollgate.images.planning import actual_usage, usable_chain
@@ -82,6 +82,7 @@ class ImageWorker:
         *,
         max_receive_count: int,
         clock: Clock | None = None,
+        templates: TemplateUses | None = None,
     ) -> None:
         self._providers = providers
         self._metering = metering
@@ -89,7 +90,7 @@ class ImageWorker:
         self._registry = registry
         self._max_receive = max_receive_count
         self._clock = clock or SystemClock()
-        self._billing = JobBilling(metering, jobs)
+        self._billing = JobBilling(metering, jobs, templates)  # counts a template's use
         self._generator = ImageGenerator(providers, assets)
 
     def process(self, delivery: Delivery) -> Outcome:

@@ -59,6 +59,9 @@ class ImageJobOut(ResponseModel):
     estimated_credits: Decimal
     cached: bool
     source_job_id: str | None
+    feature: str
+    template_id: str | None
+    template_version: int | None
     usage_count: int
     attempts: int
     error: dict[str, Any] | None
@@ -112,6 +115,9 @@ class ImageJobOut(ResponseModel):
             estimated_credits=credits_of_units(job.estimated_credits),
             cached=job.cached,
             source_job_id=job.source_job_id,
+            feature=job.feature,
+            template_id=job.template_id,
+            template_version=job.template_version,
             usage_count=job.usage_count,
             attempts=job.attempts,
             error=dict(job.error) if job.error else None,
