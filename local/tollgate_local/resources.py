@@ -28,6 +28,36 @@ _NAME_PROPERTY = {
     "AWS::SNS::Topic": "TopicName",
     "AWS::Serverless::Function": "FunctionName",
 }
+# What create_stack makes in moto, and what it knowingly leaves out: functions, the layer and the
+# API are run by the local runtime itself; the rest only matter in AWS (permissions, log
+# storage, API Gateway's logging role, a TLS-only bucket policy that moto's endpoint over plain
+# HTTP could not honour). A type in neither set is an error, so a new one is decided on here.
+CREATED_TYPES = frozenset(
+    {
+        "AWS::DynamoDB::Table",
+        "AWS::SQS::Queue",
+        "AWS::S3::Bucket",
+        "AWS::SecretsManager::Secret",
+        "AWS::SSM::Parameter",
+        "AWS::Events::EventBus",
+        "AWS::SNS::Topic",
+    }
+)
+NOT_CREATED_TYPES = frozenset(
+    {
+        "AWS::Serverless::Function",
+        "AWS::Serverless::LayerVersion",
+        "AWS::Serverless::Api",
+        "AWS::Logs::LogGroup",
+        "AWS::S3::BucketPolicy",
+        "AWS::IAM::Role",
+        "AWS::ApiGateway::Account",
+    }
+)
+
+
+class UnknownResourceType(ValueError):
+    """The template declares a resource type the local runtime has not been taught."""
 
 
 @dataclass
@@ -76,6 +106,15 @@ def create_stack(
         }
     )
     resources: dict[str, dict[str, Any]] = template.get("Resources") or {}
+    unknown = sorted(
+        f"{logical_id} ({resource.get('Type')})"
+        for logical_id, resource in resources.items()
+        if resource.get("Type") not in CREATED_TYPES | NOT_CREATED_TYPES
+    )
+    if unknown:
+        raise UnknownResourceType(
+            "the local runtime neither creates nor knowingly skips: " + ", ".join(unknown)
+        )
     names: dict[str, str] = {}
     for logical_id, resource in resources.items():
         name = _physical_name(logical_id, resource, resolver, stack_name)
@@ -104,7 +143,11 @@ def create_stack(
             resolver.refs[logical_id] = url
             resolver.attributes[(logical_id, "QueueUrl")] = url
         elif kind == "AWS::S3::Bucket":
-            session.client("s3", region_name=REGION).create_bucket(Bucket=name)
+            s3 = session.client("s3", region_name=REGION)
+            s3.create_bucket(Bucket=name)
+            versioning = (props.get("VersioningConfiguration") or {}).get("Status")
+            if versioning:
+                s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": str(versioning)})
         elif kind == "AWS::SecretsManager::Secret":
             value = props.get("SecretString")
             value = (
