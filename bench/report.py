@@ -1,7 +1,7 @@
 """Every benchmark of ``bench/``, run one after the other, and one table of their figures.
 
-    make bench-report                                  # print the table
-    make bench-report BENCH_ARGS="--markdown docs/performance.md"   # and write it there
+    make bench                                         # print the table
+    make bench BENCH_ARGS="--markdown docs/performance.md"   # and write it there
 
 Runs, each in its own interpreter (each prints its own detailed report too, shown with
 ``--verbose``): cold imports per handler against ``import boto3`` (from ``sam build``'s output
