@@ -15,6 +15,7 @@ most once.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from collections.abc import Callable, Iterator
@@ -111,6 +112,7 @@ class LostAnswer:
 
     times: int | None = None
     armed: bool = True
+    skip: int = 0  # successful calls let through first
     hits: int = 0
 
     def __call__(self, http_response: AWSResponse, **_: Any) -> None:
@@ -119,6 +121,9 @@ class LostAnswer:
             or (self.times is not None and self.hits >= self.times)
             or http_response.status_code >= 300
         ):
+            return
+        if self.skip:
+            self.skip -= 1
             return
         self.hits += 1
         raise ReadTimeoutError(endpoint_url="https://dynamodb.invalid/")
@@ -532,3 +537,41 @@ def test_a_worker_that_dies_after_writing_the_asset_is_finished_once_by_the_rede
     assert balance_of(api, admin_key, org.org_id) == GRANTED - SMALL_PRICE
     assert_nothing_held(org.org_id)
     assert queue_count(stack, "ImageJobsQueue") == 0
+
+
+def test_an_inline_image_whose_settlement_answer_is_lost_is_answered_and_charged_once(
+    api: Api, admin_key: str, org: Tenant, faults: Faults
+) -> None:
+    # Given the settlement of an inline image committed, its answer lost (the reservation is
+    # the first ledger transaction, the settlement the second)
+    lost = faults.lose_answer("dynamodb", "TransactWriteItems", times=1, skip=1)
+    body = {"model": "mock/image", "size": "256x256", "prompt": "A lantern"}
+    # When a member asks for it
+    response = api.post("/v1/images/generations", key=org.member_key, json_body=body)
+    # Then the job is read back completed: answered with its URL, charged exactly once
+    assert response.status == 200, response.body
+    assert lost.hits == 1
+    assert base64.b64decode(response.json()["data"][0]["b64_json"]).startswith(b"\x89PNG")
+    assert len(captures(org.org_id)) == 1
+    assert balance_of(api, admin_key, org.org_id) == GRANTED - SMALL_PRICE
+    job = job_of(api, org.member_key, str(response.header("X-Image-Job-Id")))
+    assert job["status"] == "completed"
+    assert_nothing_held(org.org_id)
+
+
+def test_an_inline_image_whose_settlement_is_throttled_is_503_and_releases_at_once(
+    api: Api, admin_key: str, org: Tenant, faults: Faults
+) -> None:
+    # Given one throttled ledger write: the inline image's settlement (its capture)
+    throttle = faults.inject(
+        "dynamodb", "TransactWriteItems", "ThrottlingException", times=1, when=lambda body: b"capture" in body
+    )
+    body = {"model": "mock/image", "size": "256x256", "prompt": "A lamp"}
+    # When a member asks for it
+    refused = api.post("/v1/images/generations", key=org.member_key, json_body=body)
+    # Then it is 503 and the hold went back at once: nothing held, nothing charged
+    assert_aws_unavailable(refused)
+    assert throttle.hits == 1
+    assert_nothing_held(org.org_id)
+    assert captures(org.org_id) == []
+    assert balance_of(api, admin_key, org.org_id) == GRANTED
