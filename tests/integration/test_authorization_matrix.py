@@ -16,9 +16,9 @@ only, never for org A's resources.
 
 The operations come from ``template.yaml``: a route with a ``{...}`` path parameter that is not
 declared in ``PATH_OPERATIONS`` fails ``test_every_route_with_an_id_is_declared`` (and its own
-cases), so a new route is covered or the suite is red. Operations naming an id in the body are
-declared in ``BODY_OPERATIONS``. One stack and one set of resources serve the whole module (it
-is read-only by design: each case proves it changed nothing).
+cases), so a new route is covered or the suite is red. Operations naming an id in the body or
+the query (``org_id=``) are declared in ``NAMED_OPERATIONS``. One stack and one set of resources
+serve the whole module (it is read-only by design: each case proves it changed nothing).
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ PATH_OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v1/templates/{template_id}/render"): Operation(member=MAY, body=_version_body),
 }
 
-# Operations naming one of org A's resources in the body rather than the path.
-BODY_OPERATIONS: dict[str, tuple[str, str, Operation]] = {
+# Operations naming one of org A's resources in the body or the query rather than the path.
+NAMED_OPERATIONS: dict[str, tuple[str, str, Operation]] = {
     "analyze org A's job": (
         "POST",
         "/v1/images/analyze",
@@ -122,6 +122,29 @@ BODY_OPERATIONS: dict[str, tuple[str, str, Operation]] = {
         "POST",
         "/v1/credits/purchases",
         Operation(member=403, body=lambda w: {"package": "growth_pack", "org_id": w.ids["org_id"]}),
+    ),
+    **{
+        f"read org A's {what}": (
+            "GET",
+            f"{path}{'&' if '?' in path else '?'}org_id={{org_id}}",
+            Operation(member=MAY),
+        )
+        for what, path in {
+            "keys": "/v1/keys",
+            "balance": "/v1/credits/balance",
+            "transactions": "/v1/credits/transactions",
+            "availability": "/v1/credits/availability?feature=chat",
+            "alerts": "/v1/credits/alerts",
+            "limits": "/v1/limits",
+            "usage": "/v1/usage",
+            "usage logs": "/v1/usage/logs",
+            "dashboard": "/v1/analytics/dashboard",
+        }.items()
+    },
+    "read org A's purchase naming the org": (
+        "GET",
+        "/v1/credits/purchases/{purchase_id}?org_id={org_id}",
+        Operation(member=403),
     ),
 }
 
@@ -306,10 +329,10 @@ def _path_cases() -> list[Any]:
     return cases
 
 
-def _body_cases() -> list[Any]:
+def _named_cases() -> list[Any]:
     return [
         pytest.param(name, caller, id=f"{name} by {caller}")
-        for name, (_, _, operation) in BODY_OPERATIONS.items()
+        for name, (_, _, operation) in NAMED_OPERATIONS.items()
         for caller in CALLERS
         if _expected(caller, operation) is not MAY
     ]
@@ -332,12 +355,14 @@ def test_an_id_in_the_path_is_refused(world: World, method: str, path: str, call
     )
 
 
-@pytest.mark.parametrize(("name", "caller"), _body_cases())
-def test_an_id_in_the_body_is_refused(world: World, name: str, caller: str) -> None:
-    method, path, operation = BODY_OPERATIONS[name]
+@pytest.mark.parametrize(("name", "caller"), _named_cases())
+def test_an_id_in_the_body_or_the_query_is_refused(world: World, name: str, caller: str) -> None:
+    method, path, operation = NAMED_OPERATIONS[name]
     status = _expected(caller, operation)
     assert status is not None
-    assert_refused_and_nothing_changed(world, method, path, operation, CALLERS[caller](world), status)
+    assert_refused_and_nothing_changed(
+        world, method, world.path(path), operation, CALLERS[caller](world), status
+    )
 
 
 def test_the_owner_reaches_every_resource_the_matrix_uses(world: World) -> None:
@@ -365,3 +390,14 @@ def test_the_snapshot_sees_a_write_an_allowed_caller_makes(world: World) -> None
     rated = world.api.post(world.path("/v1/requests/{request_id}/rating"), key=owner, json_body={"score": 5})
     assert rated.status == 200, rated.body
     assert store_snapshot(world.stack, owner)["items"] != before["items"]
+
+
+def test_what_a_member_may_do_it_does(world: World) -> None:
+    """Each operation declared ``MAY`` for a member is answered for that member (so the
+    declaration is true, and the refusals above are about who calls)."""
+    allowed = [(m, p, op) for (m, p), op in PATH_OPERATIONS.items() if op.member is MAY]
+    allowed += [entry for entry in NAMED_OPERATIONS.values() if entry[2].member is MAY]
+    for method, path, operation in allowed:
+        body = operation.body(world) if operation.body else None
+        response = world.api.request(method, world.path(path), key=world.a.member_key, json_body=body)
+        assert response.status < 300, (method, path, response.body)
