@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,8 @@ def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / f"{name}.json").read_text())
 
 
-@pytest.fixture
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+def set_test_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and the region; no endpoint or profile of the machine leaks in."""
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -63,14 +64,21 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
 
 
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_test_aws_environment(monkeypatch)
+
+
 def _reset_caches() -> None:
     services.reset()
     parameters.clear_caches()
 
 
-@pytest.fixture
-def stack(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[CreatedStack]:
-    """Every resource of template.yaml in moto, and the functions' environment in os.environ."""
+@contextmanager
+def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[CreatedStack]:
+    """Every resource of template.yaml in moto (in process), and the functions' environment in
+    os.environ, for as long as the context lasts (a test, or a module sharing one stack)."""
+    set_test_aws_environment(monkeypatch)
     template = default_template()
     with mock_aws():
         created = create_stack(template, boto3.session.Session(region_name=REGION))
@@ -79,13 +87,21 @@ def stack(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cr
                 if name != "POWERTOOLS_SERVICE_NAME":
                     monkeypatch.setenv(name, value)
         _reset_caches()
-        yield created
-    _reset_caches()
+        try:
+            yield created
+        finally:
+            _reset_caches()
 
 
 @pytest.fixture
-def admin_key(stack: CreatedStack) -> str:
-    """The bootstrap admin key, stored (as its HMAC) in the template's SSM parameter."""
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[CreatedStack]:
+    """Every resource of template.yaml in moto, and the functions' environment in os.environ."""
+    with moto_stack(monkeypatch) as created:
+        yield created
+
+
+def install_admin_key(stack: CreatedStack) -> str:
+    """A bootstrap admin key, stored (as its HMAC) in the template's SSM parameter."""
     secrets = services.identity_secrets()
     plain, record = issue_admin_key(KeyHasher(secrets.key_pepper()))
     boto3.client("ssm", region_name=REGION).put_parameter(
@@ -93,6 +109,12 @@ def admin_key(stack: CreatedStack) -> str:
     )
     parameters.clear_caches()
     return plain.value
+
+
+@pytest.fixture
+def admin_key(stack: CreatedStack) -> str:
+    """The bootstrap admin key, stored (as its HMAC) in the template's SSM parameter."""
+    return install_admin_key(stack)
 
 
 @dataclass
@@ -148,10 +170,15 @@ class Api:
         return self.request("DELETE", url, **kwargs)
 
 
-@pytest.fixture
-def api(stack: CreatedStack) -> Api:
+def gateway_api(stack: CreatedStack) -> Api:
+    """The template's API in process, with its own authorizer cache."""
     template = default_template()
     return Api(Gateway(ApiDefinition.from_template(template, stack.resolver), in_process_invoker(template)))
+
+
+@pytest.fixture
+def api(stack: CreatedStack) -> Api:
+    return gateway_api(stack)
 
 
 @dataclass
@@ -161,24 +188,29 @@ class Tenant:
     member_key: str
 
 
+def create_tenant(api: Api, admin_key: str, name: str = "Acme", plan: str = "starter") -> Tenant:
+    """An org made through the API, with an owner key and a member key."""
+    org = api.post("/v1/orgs", key=admin_key, json_body={"name": name, "plan": plan})
+    assert org.status == 201, org.body
+    org_id = org.json()["org_id"]
+    keys = {}
+    for role in (Role.OWNER, Role.MEMBER):
+        made = api.post(
+            f"/v1/orgs/{org_id}/keys",
+            key=admin_key,
+            json_body={"name": f"{role.value} key", "user": f"{role.value}-1", "role": role.value},
+        )
+        assert made.status == 201, made.body
+        keys[role] = made.json()["key"]
+    return Tenant(org_id=org_id, owner_key=keys[Role.OWNER], member_key=keys[Role.MEMBER])
+
+
 @pytest.fixture
 def make_tenant(api: Api, admin_key: str) -> Any:
     """Create an org through the API, with an owner key and a member key."""
 
     def make(name: str = "Acme", plan: str = "starter") -> Tenant:
-        org = api.post("/v1/orgs", key=admin_key, json_body={"name": name, "plan": plan})
-        assert org.status == 201, org.body
-        org_id = org.json()["org_id"]
-        keys = {}
-        for role in (Role.OWNER, Role.MEMBER):
-            made = api.post(
-                f"/v1/orgs/{org_id}/keys",
-                key=admin_key,
-                json_body={"name": f"{role.value} key", "user": f"{role.value}-1", "role": role.value},
-            )
-            assert made.status == 201, made.body
-            keys[role] = made.json()["key"]
-        return Tenant(org_id=org_id, owner_key=keys[Role.OWNER], member_key=keys[Role.MEMBER])
+        return create_tenant(api, admin_key, name, plan)
 
     return make
 

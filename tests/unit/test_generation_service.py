@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tollgate.clock import FixedClock
-from tollgate.errors import ContentBlocked, NotFound
+from tollgate.errors import ContentBlocked, NotFound, ServiceUnavailable
 from tollgate.generation.records import (
     GenerationRecord,
     Rating,
@@ -79,6 +79,10 @@ class FakeMetering:
     """Records the calls; prices with the real pricing."""
 
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    settle_error: Exception | None = None  # raised by settle (AWS failed)
+    commit_before_error: bool = False  # ... after the settlement committed (its answer lost)
+    settled: dict[str, Settlement] = field(default_factory=dict)
+    released: set[str] = field(default_factory=set)
 
     def reserve(self, caller: Caller, feature: str, estimate: Usage, reservation_id: str) -> Reservation:
         self.calls.append(("reserve", (feature, estimate, reservation_id)))
@@ -99,7 +103,12 @@ class FakeMetering:
         feature = next(c[1][0] for c in self.calls if c[0] == "reserve" and c[1][2] == reservation_id)
         charge = default_pricing().charge(feature, actual)
         settlement = Settlement(reservation_id, org_id, charge, 0, charge.credits, 0, 0, 0, 0, NOW)
+        if self.settle_error is not None and not self.commit_before_error:
+            raise self.settle_error
         commit(attach(settlement) if attach else None)
+        self.settled[reservation_id] = settlement
+        if self.settle_error is not None:
+            raise self.settle_error
         return settlement
 
     def release(
@@ -108,7 +117,24 @@ class FakeMetering:
         self.calls.append(("release", reservation_id))
         released = Release(reservation_id, org_id, 0, 0, 0, NOW)
         commit(attach(released) if attach else None)
+        self.released.add(reservation_id)
         return released
+
+    def reservation(self, org_id: str, reservation_id: str) -> Reservation:
+        self.calls.append(("reservation", reservation_id))
+        feature, estimate, _ = next(
+            c[1] for c in self.calls if c[0] == "reserve" and c[1][2] == reservation_id
+        )
+        charge = default_pricing().charge(feature, estimate)
+        status, settlement = ReservationStatus.HELD, None
+        if reservation_id in self.settled:
+            status, settlement = ReservationStatus.SETTLED, self.settled[reservation_id]
+        elif reservation_id in self.released:
+            status = ReservationStatus.RELEASED
+        return Reservation(
+            reservation_id, org_id, "member-1", feature, status, charge.credits, charge, (), (), 0, NOW,
+            settlement=settlement,
+        )  # fmt: skip
 
     def charge(
         self,
@@ -359,3 +385,26 @@ def test_the_buckets_lifecycle_rules_match_the_expiry_classes() -> None:
     }
     assert tagged == {f"{days}d": days for days in EXPIRY_CLASSES_DAYS}
     assert max(EXPIRY_CLASSES_DAYS) * 86_400 >= MAX_TTL_SECONDS
+
+
+def test_a_settlement_that_committed_before_its_answer_was_lost_is_answered(world: World) -> None:
+    # Given the settlement commits, then the storage call fails (its answer lost)
+    world.metering.settle_error = ServiceUnavailable("DynamoDB timed out")
+    world.metering.commit_before_error = True
+    # When a chat is answered by the provider
+    outcome = world.service.chat(ctx("r1"), chat())
+    # Then it is read back settled: the answer stands, recorded completed, nothing released
+    assert world.metering.kinds() == ["reserve", "settle", "reservation"]
+    assert outcome.credits_charged == world.metering.settled["r1"].charged_credits > 0
+    assert world.store.records[("org_a", "r1")].status is RequestStatus.COMPLETED
+
+
+def test_a_settlement_that_failed_releases_the_hold_at_once_and_raises(world: World) -> None:
+    # Given the settlement fails and nothing committed
+    world.metering.settle_error = ServiceUnavailable("DynamoDB throttled")
+    # When a chat is answered by the provider, the error is the client's answer
+    with pytest.raises(ServiceUnavailable):
+        world.service.chat(ctx("r1"), chat())
+    # And the hold went back with a failed record, not left to the stale-hold sweep
+    assert world.metering.kinds() == ["reserve", "settle", "reservation", "release"]
+    assert world.store.records[("org_a", "r1")].status is RequestStatus.FAILED

@@ -59,7 +59,7 @@ from tollgate.generation.requests import (
 )
 from tollgate.generation.security import ContentLimits, ContentPolicy, scan_messages, scan_texts
 from tollgate.identity.models import Caller, Role
-from tollgate.metering.models import Release, Reservation, Settlement, Usage
+from tollgate.metering.models import Release, Reservation, ReservationStatus, Settlement, Usage
 from tollgate.metering.pricing import FeatureRule
 from tollgate.providers.base import ChatMessage, ChatRequest, Provider
 from tollgate.providers.errors import UpstreamError
@@ -106,6 +106,8 @@ class Metering(Protocol):
         reservation_id: str,
         attach: Callable[[Release], StagedWrites | None] | None = None,
     ) -> Release: ...
+
+    def reservation(self, org_id: str, reservation_id: str) -> Reservation: ...
 
     def charge(
         self,
@@ -596,17 +598,26 @@ class GenerationService:
             return self._stage(recorded[-1], ctx)
 
         # The record and its usage log entry are written in the settlement's own transaction.
-        settlement = self._metering.settle(
-            org_id,
-            ctx.request_id,
-            Usage(
-                provider=provider_name,
-                model=model_name,
-                input_tokens=answer.input_tokens,
-                output_tokens=answer.output_tokens,
-            ),
-            attach=record_with,
-        )
+        try:
+            settlement = self._metering.settle(
+                org_id,
+                ctx.request_id,
+                Usage(
+                    provider=provider_name,
+                    model=model_name,
+                    input_tokens=answer.input_tokens,
+                    output_tokens=answer.output_tokens,
+                ),
+                attach=record_with,
+            )
+        except Exception as exc:
+            committed = self._settled_despite(
+                org_id, ctx.request_id, self._failed(base, exc, started, provider_seconds)
+            )
+            if committed is None:
+                raise
+            settlement = committed
+            recorded.clear()  # the record committed is the one of that settlement
         if digest is not None:
             stored = {
                 **answer.body,
@@ -698,6 +709,25 @@ class GenerationService:
             overhead_ms=_ms(total - provider_seconds),
             completed_at=self._clock.now(),
         )
+
+    def _settled_despite(self, org_id: str, request_id: str, failed: GenerationRecord) -> Settlement | None:
+        """A settlement failed, or its answer was lost (AWS committed it, then the connection
+        dropped): read the reservation back. Settled: the answer stands, charged once (its record
+        was written with it). Still held: release it now, so a failed answer does not hold the
+        customer's credits until the stale-hold sweep. Unreadable: the sweep releases it later."""
+        try:
+            reservation = self._metering.reservation(org_id, request_id)
+        except Exception:
+            logger.exception("could not read back a reservation whose settlement failed")
+            return None
+        if reservation.status is ReservationStatus.SETTLED and reservation.settlement is not None:
+            logger.warning(
+                "a settlement reported failed had committed; answering", extra={"request_id": request_id}
+            )
+            return reservation.settlement
+        if reservation.status is ReservationStatus.HELD:
+            self._release_with(org_id, request_id, failed)
+        return None
 
     def _release_with(self, org_id: str, request_id: str, failed: GenerationRecord) -> None:
         """Release the reservation of a failed call, with its record in the same transaction.
