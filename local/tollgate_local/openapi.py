@@ -67,11 +67,12 @@ def _resolver_of(template: Mapping[str, Any], function_id: str) -> TollgateResol
     return app
 
 
-def _route_specs(template: Mapping[str, Any]) -> list[tuple[Route, RouteSpec]]:
-    """Every route of the template with the spec of the function's route that serves it."""
+def _route_specs(template: Mapping[str, Any]) -> list[tuple[Route, RouteSpec, tuple[str, ...]]]:
+    """Every route of the template with the spec of the function's route that serves it and
+    the request headers its middlewares honour (``Idempotency-Key``)."""
     api = ApiDefinition.from_template(template, Resolver(refs=parameter_defaults(template)))
     resolvers: dict[str, TollgateResolver] = {}
-    found: list[tuple[Route, RouteSpec]] = []
+    found: list[tuple[Route, RouteSpec, tuple[str, ...]]] = []
     missing: list[str] = []
     for route in sorted(api.routes, key=lambda r: (r.path, r.method)):
         if route.function_id not in resolvers:
@@ -82,7 +83,12 @@ def _route_specs(template: Mapping[str, Any]) -> list[tuple[Route, RouteSpec]]:
         if not funcs:
             missing.append(f"{route.method} {route.path} ({route.function_id})")
             continue
-        found.append((route, app.spec(route.method, rule, funcs[0])))
+        headers = tuple(
+            str(middleware.honours_header)
+            for middleware in app.middlewares.get((route.method, rule), ())
+            if hasattr(middleware, "honours_header")
+        )
+        found.append((route, app.spec(route.method, rule, funcs[0]), headers))
     if missing:
         raise ValueError("template routes no function serves: " + ", ".join(missing))
     return found
@@ -123,7 +129,7 @@ def build_document(template: Mapping[str, Any] | None = None) -> dict[str, Any]:
     template = template if template is not None else default_template()
     routes = _route_specs(template)
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ProblemOut, "serialization")]
-    for _, spec in routes:
+    for _, spec, _ in routes:
         if spec.body_model is not None:
             inputs.append((spec.body_model, "validation"))
         if spec.query_model is not None:
@@ -141,7 +147,7 @@ def build_document(template: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     operation_ids: set[str] = set()
-    for route, spec in routes:
+    for route, spec, headers in routes:
         operation_id = spec.func.__name__
         if operation_id in operation_ids:
             operation_id = f"{route.function_id.removesuffix('Function').lower()}_{operation_id}"
@@ -159,6 +165,16 @@ def build_document(template: Mapping[str, Any] | None = None) -> dict[str, Any]:
         ]
         if spec.query_model is not None:
             parameters.extend(_query_parameters(inline(spec.query_model)))
+        parameters.extend(
+            {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "description": "The same key and body answer the first answer again (24 h)",
+                "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+            }
+            for header in headers
+        )
         if parameters:
             operation["parameters"] = parameters
         if spec.body_model is not None:
