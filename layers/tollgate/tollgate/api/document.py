@@ -9,7 +9,6 @@ asks for it, so no generator code is imported at cold start.
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 
 DOCUMENT_RESOURCE = "data/openapi.json"
 
@@ -17,4 +16,6 @@ DOCUMENT_RESOURCE = "data/openapi.json"
 @cache
 def openapi_document() -> str:
     """The document's JSON text, as shipped in the layer."""
+    from importlib import resources  # on the first request for the document, not at cold start
+
     return resources.files("tollgate").joinpath(DOCUMENT_RESOURCE).read_text("utf-8")
