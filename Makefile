@@ -6,6 +6,7 @@
 #   make test-unit     one layer of tests (also test-integration, test-e2e)
 #   make lint          ruff check + ruff format --check       (make format: fix both)
 #   make typecheck     mypy (strict)
+#   make openapi       rewrite docs/openapi.json and the layer's copy from the code and template.yaml
 #   make bench         every benchmark of bench/ and one table (bench/report.py): cold imports,
 #                      warm overhead, AWS calls, reservations/s, tokens/s, cache effect on cost;
 #                      BENCH_ARGS="--markdown docs/performance.md" writes it there; then colour analysis
@@ -51,7 +52,7 @@ SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east
 CHECKOV_ENV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help venv sam-venv iac-venv iac run test test-unit test-integration test-e2e lint format typecheck \
-	bench sam-validate sam-build check clean distclean chromium
+	bench openapi sam-validate sam-build check clean distclean chromium
 
 help:
 	@sed -n '1,/^$$/p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
@@ -110,6 +111,10 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy
 	$(BIN)/mypy bench scripts
+
+# The OpenAPI document (tollgate_local.openapi); tests/unit/test_openapi_document.py fails when stale.
+openapi: venv
+	PYTHONPATH=$(LOCAL_PYTHONPATH) $(BIN)/python -m tollgate_local.openapi
 
 # Every benchmark, one table (docs/performance.md was made with BENCH_ARGS="--markdown docs/performance.md").
 bench: venv

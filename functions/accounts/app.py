@@ -12,8 +12,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import tollgate
 from tollgate import services
+from tollgate.api.document import openapi_document
 from tollgate.api.idempotency import idempotent
-from tollgate.api.params import Body, Query
+from tollgate.api.params import Body, Query, responds
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event, json_response
 from tollgate.api.schemas.accounts import (
     CreateKeyRequest,
@@ -42,6 +43,13 @@ def health() -> HealthOut:
     return HealthOut(status="ok", version=tollgate.__version__, time=datetime.now(UTC))
 
 
+@app.get("/v1/openapi.json")
+@responds(200, description="This API's OpenAPI 3.1 document")
+def openapi() -> Response[str]:
+    """The OpenAPI document of the whole API (no key needed)."""
+    return Response(status_code=200, content_type="application/json", body=openapi_document())
+
+
 @app.get("/v1/me")
 def me() -> MeOut:
     caller = current_caller(app)
@@ -57,6 +65,7 @@ def me() -> MeOut:
 
 
 @app.post("/v1/orgs", middlewares=[idempotent_route])
+@responds(201, OrgOut)
 def create_org(body: Annotated[CreateOrgRequest, Body()]) -> Response[Any]:
     org = services.identity().create_org(
         current_caller(app), name=body.name, plan=body.plan, billing_anchor_day=body.billing_anchor_day
@@ -89,6 +98,7 @@ def update_org(org_id: str, body: Annotated[UpdateOrgRequest, Body()]) -> OrgOut
 
 
 @app.post("/v1/orgs/<org_id>/keys")
+@responds(201, IssuedKeyOut)
 def create_key(org_id: str, body: Annotated[CreateKeyRequest, Body()]) -> Response[Any]:
     issued = services.identity().issue_key(
         current_caller(app),
@@ -113,6 +123,7 @@ def revoke_key(key_id: str) -> KeyOut:
 
 
 @app.post("/v1/keys/<key_id>/rotate")
+@responds(201, IssuedKeyOut)
 def rotate_key(key_id: str, body: Annotated[RotateKeyRequest | None, Body()] = None) -> Response[Any]:
     grace = timedelta(seconds=body.grace_seconds if body else 0)
     issued = services.identity().rotate_key(current_caller(app), key_id, grace)

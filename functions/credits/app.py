@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tollgate import services
 from tollgate.api.idempotency import idempotency_key_of, idempotent
-from tollgate.api.params import Body, Query
+from tollgate.api.params import Body, Query, responds
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
 from tollgate.api.schemas.common import exact_json_response
 from tollgate.api.schemas.credits import (
@@ -71,12 +71,14 @@ def _idempotency_key() -> str | None:
 
 
 @app.get("/v1/credits/balance")
+@responds(200, BalanceOut)
 def balance(org_id: OrgIdQuery = None) -> Response[str]:
     _, org = acting_for(current_caller(app), org_id, services.identity())
     return exact_json_response(200, BalanceOut.of(services.metering().balance(org)))
 
 
 @app.get("/v1/credits/transactions")
+@responds(200, TransactionPageOut)
 def transactions(
     cursor: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
@@ -92,6 +94,7 @@ def transactions(
 
 
 @app.get("/v1/credits/availability")
+@responds(200, AvailabilityOut)
 def availability(
     feature: Annotated[str, Query(min_length=1, max_length=64)],
     model: Annotated[str | None, Query(min_length=3, max_length=128, pattern=r"^[\w.-]+/[\w.:-]+$")] = None,
@@ -123,6 +126,7 @@ def availability(
 
 
 @app.get("/v1/credits/alerts")
+@responds(200, AlertListOut)
 def alerts(limit: Annotated[int, Query(ge=1, le=100)] = 50, org_id: OrgIdQuery = None) -> Response[str]:
     _, org = acting_for(current_caller(app), org_id, services.identity())
     found = services.metering().alerts(org, limit=limit)
@@ -133,6 +137,7 @@ def alerts(limit: Annotated[int, Query(ge=1, le=100)] = 50, org_id: OrgIdQuery =
 
 
 @app.post("/v1/credits/purchases", middlewares=[idempotent_route])
+@responds(201, PurchaseOut)
 def create_purchase(body: Annotated[PurchaseRequest, Body()]) -> Response[str]:
     caller, org = acting_for(current_caller(app), body.org_id, services.identity())
     require_purchaser(caller)
@@ -151,6 +156,7 @@ def create_purchase(body: Annotated[PurchaseRequest, Body()]) -> Response[str]:
 
 
 @app.get("/v1/credits/purchases/<purchase_id>")
+@responds(200, PurchaseOut)
 def get_purchase(purchase_id: str, org_id: OrgIdQuery = None) -> Response[str]:
     caller, org = acting_for(current_caller(app), org_id, services.identity())
     require_purchaser(caller)
@@ -176,6 +182,7 @@ def _settle_purchase(
 
 
 @app.post("/v1/credits/purchases/<purchase_id>/complete", middlewares=[idempotent_route])
+@responds(200, PurchaseOut)
 def complete_purchase(
     purchase_id: str, body: Annotated[PurchaseTransitionRequest | None, Body()] = None
 ) -> Response[str]:
@@ -183,6 +190,7 @@ def complete_purchase(
 
 
 @app.post("/v1/credits/purchases/<purchase_id>/fail", middlewares=[idempotent_route])
+@responds(200, PurchaseOut)
 def fail_purchase(
     purchase_id: str, body: Annotated[PurchaseTransitionRequest | None, Body()] = None
 ) -> Response[str]:
@@ -190,6 +198,7 @@ def fail_purchase(
 
 
 @app.post("/v1/credits/purchases/<purchase_id>/refund", middlewares=[idempotent_route])
+@responds(200, PurchaseOut)
 def refund_purchase(
     purchase_id: str, body: Annotated[PurchaseTransitionRequest | None, Body()] = None
 ) -> Response[str]:
@@ -197,6 +206,7 @@ def refund_purchase(
 
 
 @app.post("/v1/credits/webhooks/payments")
+@responds(200, PaymentEventOut)
 def payment_webhook() -> Response[str]:
     """A payment provider's event; no API key, authenticated by its ``Tollgate-Signature``.
 
@@ -224,6 +234,8 @@ def payment_webhook() -> Response[str]:
 
 
 @app.post("/v1/orgs/<org_id>/credits/grants", middlewares=[idempotent_route])
+@responds(200, GrantOut)
+@responds(201, GrantOut)
 def grant(org_id: str, body: Annotated[GrantRequest, Body()]) -> Response[str]:
     caller = current_caller(app)
     org = services.identity().get_org(caller, org_id)  # another org's is 404

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from tollgate import services
 from tollgate.api.idempotency import idempotent
-from tollgate.api.params import Body, Query, field_errors
+from tollgate.api.params import Body, Query, field_errors, responds
 from tollgate.api.resolver import (
     build_resolver,
     current_caller,
@@ -141,6 +141,7 @@ def _embeddings_out(outcome: Outcome, encoding_format: Literal["float", "base64"
 
 
 @app.post("/v1/chat/completions", middlewares=[idempotent_route])
+@responds(200, ChatCompletionOut)
 def chat_completions(body: Annotated[ChatCompletionRequest, Body()]) -> Response[str]:
     started = time.perf_counter()
     outcome = services.generation().chat(_context(), body)
@@ -148,6 +149,7 @@ def chat_completions(body: Annotated[ChatCompletionRequest, Body()]) -> Response
 
 
 @app.post("/v1/embeddings", middlewares=[idempotent_route])
+@responds(200, EmbeddingListOut)
 def embeddings(body: Annotated[EmbeddingsRequest, Body()]) -> Response[str]:
     started = time.perf_counter()
     outcome = services.generation().embed(_context(), body)
@@ -171,6 +173,7 @@ def providers() -> ProviderListOut:
 
 
 @app.post("/v1/generate", middlewares=[idempotent_route])
+@responds(200, RequestOut)
 def generate(body: Annotated[GenerateRequest, Body(exact_numbers=True)]) -> Response[str]:
     started = time.perf_counter()
     outcome = services.generation().generate(_context(), body)
@@ -178,6 +181,7 @@ def generate(body: Annotated[GenerateRequest, Body(exact_numbers=True)]) -> Resp
 
 
 @app.get("/v1/requests")
+@responds(200, RequestPageOut)
 def list_requests(
     cursor: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
@@ -192,12 +196,14 @@ def list_requests(
 
 
 @app.get("/v1/requests/<request_id>")
+@responds(200, RequestOut)
 def get_request(request_id: str) -> Response[str]:
     record = services.generation().get(current_caller(app), check_request_id(request_id))
     return exact_json_response(200, RequestOut.of(record))
 
 
 @app.post("/v1/requests/<request_id>/regenerate", middlewares=[idempotent_route])
+@responds(201, RequestOut)
 def regenerate(request_id: str) -> Response[str]:
     started = time.perf_counter()
     outcome = services.generation().regenerate(_context(), check_request_id(request_id))
@@ -205,6 +211,7 @@ def regenerate(request_id: str) -> Response[str]:
 
 
 @app.post("/v1/requests/<request_id>/rating")
+@responds(200, RequestOut)
 def rate_request(request_id: str, body: Annotated[RatingRequest, Body()]) -> Response[str]:
     record = services.generation().rate(
         current_caller(app), check_request_id(request_id), body.score, body.comment
@@ -216,6 +223,7 @@ def rate_request(request_id: str, body: Annotated[RatingRequest, Body()]) -> Res
 
 
 @app.post("/v1/templates/<template_id>/generate", middlewares=[idempotent_route])
+@responds(200, RequestOut)
 def generate_from_template(
     template_id: str, body: Annotated[TemplateGenerateRequest, Body(exact_numbers=True)]
 ) -> Response[str]:
@@ -229,6 +237,7 @@ def generate_from_template(
 
 
 @app.get("/v1/conversations")
+@responds(200, ConversationPageOut)
 def list_conversations(
     limit: Annotated[int, Query(ge=1, le=CONVERSATIONS_PAGE)] = 20,
     cursor: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
@@ -238,12 +247,14 @@ def list_conversations(
 
 
 @app.post("/v1/conversations")
+@responds(201, ConversationOut)
 def create_conversation(body: Annotated[ConversationIn, Body()]) -> Response[str]:
     conversation = services.conversations().create(current_caller(app), body.model, body.title, body.system)
     return exact_json_response(201, ConversationOut.of(conversation, messages=()))
 
 
 @app.get("/v1/conversations/<conversation_id>")
+@responds(200, ConversationOut)
 def get_conversation(
     conversation_id: str,
     limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES_PAGE)] = 100,
@@ -256,12 +267,14 @@ def get_conversation(
 
 
 @app.delete("/v1/conversations/<conversation_id>")
+@responds(204)
 def delete_conversation(conversation_id: str) -> Response[str]:
     services.conversations().delete(current_caller(app), conversation_id)
     return Response(status_code=204, body="")
 
 
 @app.post("/v1/conversations/<conversation_id>/messages", middlewares=[idempotent_route])
+@responds(201, TurnOut)
 def post_message(conversation_id: str, body: Annotated[MessageIn, Body()]) -> Response[str]:
     started = time.perf_counter()
     turn = services.conversations().send(

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tollgate import services
 from tollgate.api.idempotency import idempotent
-from tollgate.api.params import Body
+from tollgate.api.params import Body, responds
 from tollgate.api.resolver import (
     build_resolver,
     current_caller,
@@ -74,6 +74,7 @@ def _charged_headers(credits: int, cache_hit: bool) -> dict[str, str]:
 
 
 @app.post("/v1/images", middlewares=[idempotent_route])
+@responds(202, ImageJobOut)
 def submit_job(body: Annotated[ImageJobRequest, Body()]) -> Response[str]:
     submitted = services.images().submit(_context(), body)
     out = _job_out(submitted.job)
@@ -85,11 +86,13 @@ def submit_job(body: Annotated[ImageJobRequest, Body()]) -> Response[str]:
 
 
 @app.get("/v1/images/<job_id>")
+@responds(200, ImageJobOut)
 def get_job(job_id: str) -> Response[str]:
     return exact_json_response(200, _job_out(services.images().job(current_caller(app), job_id)))
 
 
 @app.post("/v1/images/batch", middlewares=[idempotent_route])
+@responds(202, ImageBatchOut)
 def submit_batch(body: Annotated[ImageBatchRequest, Body()]) -> Response[str]:
     view = services.images().submit_batch(_context(), body)
     out = ImageBatchOut.of(view.batch, [_job_out(job) for job in view.jobs], view.progress)
@@ -97,6 +100,7 @@ def submit_batch(body: Annotated[ImageBatchRequest, Body()]) -> Response[str]:
 
 
 @app.get("/v1/images/batches/<batch_id>")
+@responds(200, ImageBatchOut)
 def get_batch(batch_id: str) -> Response[str]:
     view = services.images().batch(current_caller(app), batch_id)
     out = ImageBatchOut.of(view.batch, [_job_out(job) for job in view.jobs], view.progress)
@@ -104,6 +108,7 @@ def get_batch(batch_id: str) -> Response[str]:
 
 
 @app.post("/v1/images/generations", middlewares=[idempotent_route])
+@responds(200, ImagesOut)
 def generations(body: Annotated[ImageGenerationRequest, Body()]) -> Response[str]:
     images = services.images()
     made = images.generate_now(_context(), body)
@@ -124,6 +129,7 @@ def generations(body: Annotated[ImageGenerationRequest, Body()]) -> Response[str
 
 
 @app.post("/v1/images/analyze", middlewares=[idempotent_route])
+@responds(200, PaletteOut)
 def analyze(body: Annotated[AnalyzeRequest, Body()]) -> Response[str]:
     analysis = services.images().analyze(_context(), body)
     out = PaletteOut.of(analysis.palette, dict(analysis.source), analysis.credits_charged)

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tollgate import services
 from tollgate.api.idempotency import idempotent
-from tollgate.api.params import Body, Query
+from tollgate.api.params import Body, Query, responds
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
 from tollgate.api.schemas.templates import (
     MAX_PAGE,
@@ -50,6 +50,7 @@ def _version_number(text: str) -> int:
 
 
 @app.get("/v1/templates")
+@responds(200, TemplatePageOut)
 def list_templates(
     category: Annotated[str | None, Query(pattern=CATEGORY_PATTERN)] = None,
     visibility: Annotated[Visibility | None, Query()] = None,
@@ -63,12 +64,14 @@ def list_templates(
 
 
 @app.post("/v1/templates", middlewares=[idempotent_route])
+@responds(201, TemplateOut)
 def create_template(body: Annotated[TemplateIn, Body()]) -> Response[str]:
     template = services.templates().create(current_caller(app), body.definition_fields(), body.visibility)
     return template_json_response(201, TemplateOut.of(template))
 
 
 @app.get("/v1/templates/<template_id>")
+@responds(200, TemplateOut)
 def get_template(template_id: str) -> Response[str]:
     return template_json_response(
         200, TemplateOut.of(services.templates().get(current_caller(app), template_id))
@@ -76,6 +79,7 @@ def get_template(template_id: str) -> Response[str]:
 
 
 @app.put("/v1/templates/<template_id>")
+@responds(200, TemplateOut)
 def update_template(template_id: str, body: Annotated[TemplateUpdate, Body()]) -> Response[str]:
     template = services.templates().update(
         current_caller(app), template_id, body.definition_fields(), body.base_version
@@ -84,18 +88,21 @@ def update_template(template_id: str, body: Annotated[TemplateUpdate, Body()]) -
 
 
 @app.delete("/v1/templates/<template_id>")
+@responds(204)
 def delete_template(template_id: str) -> Response[str]:
     services.templates().delete(current_caller(app), template_id)
     return Response(status_code=204, body="")
 
 
 @app.get("/v1/templates/<template_id>/versions/<version>")
+@responds(200, TemplateVersionOut)
 def get_template_version(template_id: str, version: str) -> Response[str]:
     found = services.templates().get_version(current_caller(app), template_id, _version_number(version))
     return template_json_response(200, TemplateVersionOut.of(found))
 
 
 @app.post("/v1/templates/<template_id>/render")
+@responds(200, RenderOut)
 def render_template(template_id: str, body: Annotated[RenderRequest | None, Body()] = None) -> Response[str]:
     request = body or RenderRequest()
     rendered = services.templates().render(

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tollgate import services
 from tollgate.api.pages import StaticPage
-from tollgate.api.params import Query
+from tollgate.api.params import Query, responds
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
 from tollgate.api.schemas.common import exact_json_response
 from tollgate.api.schemas.limits import LimitsOut, rate_limit_headers
@@ -52,6 +52,7 @@ def _conversion_rate() -> int:
 
 
 @app.get("/v1/limits")
+@responds(200, LimitsOut)
 def limits(org_id: OrgIdQuery = None) -> Response[str]:
     caller, _ = acting_for(current_caller(app), org_id, services.identity())
     statuses = services.metering().limits_status(caller)
@@ -60,6 +61,7 @@ def limits(org_id: OrgIdQuery = None) -> Response[str]:
 
 
 @app.get("/v1/usage")
+@responds(200, UsageReportOut)
 def usage(
     from_: FromQuery = None,
     to: ToQuery = None,
@@ -74,6 +76,7 @@ def usage(
 
 
 @app.get("/v1/usage/logs")
+@responds(200, LogPageOut)
 def usage_logs(
     from_: FromQuery = None,
     to: ToQuery = None,
@@ -95,6 +98,7 @@ def usage_logs(
 
 
 @app.get("/v1/analytics/dashboard")
+@responds(200, DashboardOut)
 def analytics_dashboard(
     from_: FromQuery = None,
     to: ToQuery = None,
@@ -118,6 +122,7 @@ def analytics_dashboard(
 
 
 @app.get("/dashboard")
+@responds(200, description="The dashboard page", content_type="text/html")
 def dashboard() -> Response[str]:
     return DASHBOARD.response()
 

@@ -240,6 +240,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (TRACE, QUERY, ...) still reaches the gateway, which answers it as
+        API Gateway does (no such route: the template's problem JSON), never with
+        http.server's 501 HTML page."""
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: ``_dispatch`` writes one line per request itself."""
 

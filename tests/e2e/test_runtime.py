@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.e2e.conftest import LocalRuntime, bearer
+from tests.e2e.conftest import LocalRuntime, assert_problem, bearer
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +33,20 @@ def test_health_answers_without_a_key(http: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
     assert response.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY"])
+def test_a_method_no_route_has_is_the_gateways_not_found_problem(http: httpx.Client, method: str) -> None:
+    # When: http.server alone would answer 501 with an HTML page
+    response = http.request(method, "/v1/health")
+    # Then
+    assert_problem(response, 404, "not_found")
+
+
+def test_the_openapi_document_is_served_without_a_key(http: httpx.Client) -> None:
+    response = http.get("/v1/openapi.json")
+    assert response.status_code == 200, response.text
+    assert response.json()["paths"]["/v1/openapi.json"]["get"]["security"] == []
 
 
 def test_me_with_the_demo_key_is_the_demo_orgs_owner(http: httpx.Client, runtime: LocalRuntime) -> None:

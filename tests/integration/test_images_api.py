@@ -576,6 +576,17 @@ def test_an_identical_context_reuses_the_asset_whatever_the_prompt(
     assert submit(api, other.owner_key, "Product shot of sku-42", context=context).json()["cached"] is False
 
 
+def test_a_context_with_fractions_is_answered_as_sent(api: Api, funded: Tenant) -> None:
+    # Given: fractions, which JSON parsing makes floats (found by tests/e2e/test_fuzz_api.py)
+    context = {"crop": [0.25, 1.5e-7], "ratio": 1.777, "deep": {"scale": -2.5}}
+    # When
+    submitted = submit(api, funded.owner_key, "A wide banner", context=context)
+    # Then
+    assert submitted.status == 202, submitted.body
+    assert submitted.json()["context"] == context
+    assert job_of(api, funded.owner_key, submitted.json()["id"])["context"] == context
+
+
 def test_a_batch_reuses_the_assets_it_can_and_queues_the_rest(
     api: Api, admin_key: str, funded: Tenant, stack: CreatedStack
 ) -> None:

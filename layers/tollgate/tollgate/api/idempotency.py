@@ -123,4 +123,5 @@ def idempotent(
         response.body = text
         return response
 
+    middleware.honours_header = HEADER  # type: ignore[attr-defined]  # read by the OpenAPI generator
     return middleware

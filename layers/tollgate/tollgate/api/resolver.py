@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import inspect
 import json
 import sys
 import uuid
@@ -54,6 +55,9 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+_ROUTE_SIGNATURE = inspect.signature(APIGatewayRestResolver.route)
+
+
 class TollgateResolver(APIGatewayRestResolver):
     """A REST API resolver whose routes get their body and query validated (``RouteSpec``)
     and may return a pydantic model (answered as JSON, status 200)."""
@@ -62,15 +66,20 @@ class TollgateResolver(APIGatewayRestResolver):
         super().__init__(serializer=_compact_json)
         self.decimal_numbers = decimal_numbers
         self.operations: list[tuple[str, str, Callable[..., Any]]] = []
+        self.middlewares: dict[tuple[str, str], tuple[Callable[..., Any], ...]] = {}
         self._specs: dict[tuple[str, str], RouteSpec] = {}
 
     def route(self, rule: str, method: Any, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         register = super().route(rule, method, *args, **kwargs)
         methods = (method,) if isinstance(method, str) else tuple(method)
+        # Powertools' get/post/... pass everything positionally.
+        bound = _ROUTE_SIGNATURE.bind(self, rule, method, *args, **kwargs)
+        middlewares = tuple(bound.arguments.get("middlewares") or ())
 
         def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
             for each in methods:
                 self.operations.append((each.upper(), rule, func))
+                self.middlewares[(each.upper(), rule)] = middlewares
             register(self._validating(methods[0], rule, func))
             return func
 

@@ -55,6 +55,19 @@ def _decimal_text(value: Decimal) -> str:
     return text if text not in ("-0",) else "0"
 
 
+def client_json(value: Any) -> Any:
+    """A client's free-form JSON (an image job's ``context``), echoed back: its fractions,
+    parsed as ``float``, become the ``Decimal`` of their shortest repr, so ``exact_json``
+    (which refuses floats, for money's sake) writes them as they were sent."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, Mapping):
+        return {key: client_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [client_json(item) for item in value]
+    return value
+
+
 def exact_json(value: Any) -> str:
     """Compact JSON in which a ``Decimal`` is a number with its exact digits.
 

@@ -33,3 +33,27 @@ def exact_json_response(
         body=exact_json(model.model_dump(mode="python")),
         headers=dict(headers or {}),
     )
+
+
+class FieldErrorOut(BaseModel):
+    """One invalid field of a refused request."""
+
+    field: str
+    message: str
+    type: str
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details: the body of every error (``application/problem+json``).
+    Documents the shape ``tollgate.api.problems`` writes; some problems add members
+    (``retry_after``, ``limit``, ...)."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True, title="Problem")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None = None
+    errors: list[FieldErrorOut] | None = None

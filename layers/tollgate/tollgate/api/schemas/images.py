@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from tollgate.api.schemas.common import ResponseModel
-from tollgate.credits.amounts import credits_of_units, usd_of_micro
+from tollgate.credits.amounts import client_json, credits_of_units, usd_of_micro
 from tollgate.images.colors import Palette
 from tollgate.images.jobs import BatchProgress, ImageBatch, ImageJob
 
@@ -122,7 +122,7 @@ class ImageJobOut(ResponseModel):
             attempts=job.attempts,
             error=dict(job.error) if job.error else None,
             batch_id=job.batch_id,
-            context=dict(job.context) if job.context else None,
+            context=client_json(dict(job.context)) if job.context else None,
             entity=dict(job.entity) if job.entity else None,
             findings=[dict(f) for f in job.findings],
             created_at=job.created_at,
