@@ -19,13 +19,16 @@ from tollgate.aws.clients import client
 from tollgate.errors import ServiceUnavailable
 from tollgate.staging import StagedWrites
 
-_RETRYABLE = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-}
+# DynamoDB errors that say "not now" (after botocore's own retries): a 503 with Retry-After.
+TRANSIENT_ERRORS = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
 
 Item = dict[str, Any]
 _BATCH_GET_LIMIT = 100
@@ -228,9 +231,10 @@ def check(
     return Write("ConditionCheck", key=key, condition=condition, names=names or {}, values=values or {})
 
 
-def _raise_unavailable(exc: ClientError) -> None:
+def raise_if_unavailable(exc: ClientError) -> None:
+    """A transient DynamoDB error as ``ServiceUnavailable`` (503, ``Retry-After``); else nothing."""
     code = exc.response.get("Error", {}).get("Code", "")
-    if code in _RETRYABLE:
+    if code in TRANSIENT_ERRORS:
         raise ServiceUnavailable(
             f"DynamoDB is unavailable ({code}); retry shortly", headers={"Retry-After": "1"}
         ) from exc
@@ -255,7 +259,7 @@ class DynamoTable:
                 TableName=self.name, Key=serialize({"pk": pk, "sk": sk}), ConsistentRead=consistent
             )
         except ClientError as exc:
-            _raise_unavailable(exc)
+            raise_if_unavailable(exc)
             raise
         item = raw.get("Item")
         return deserialize(item) if item else None
@@ -331,7 +335,7 @@ class DynamoTable:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 old = exc.response.get("Item")
                 raise ConditionFailed(deserialize(old) if old else None) from None
-            _raise_unavailable(exc)
+            raise_if_unavailable(exc)
             raise
         return result
 
@@ -371,7 +375,7 @@ class DynamoTable:
         try:
             raw = self.client.query(**params)
         except ClientError as exc:
-            _raise_unavailable(exc)
+            raise_if_unavailable(exc)
             raise
         last = raw.get("LastEvaluatedKey")
         return [deserialize(i) for i in raw.get("Items", [])], deserialize(last) if last else None
@@ -402,7 +406,7 @@ class DynamoTable:
                 try:
                     raw = self.client.batch_get_item(RequestItems=pending)
                 except ClientError as exc:
-                    _raise_unavailable(exc)
+                    raise_if_unavailable(exc)
                     raise
                 found.extend(deserialize(item) for item in raw.get("Responses", {}).get(self.name, []))
                 pending = raw.get("UnprocessedKeys") or {}
@@ -428,7 +432,7 @@ class DynamoTable:
                 try:
                     raw = self.client.batch_write_item(RequestItems=pending)
                 except ClientError as exc:
-                    _raise_unavailable(exc)
+                    raise_if_unavailable(exc)
                     raise
                 pending = raw.get("UnprocessedItems") or {}
                 if not pending:
@@ -454,7 +458,7 @@ class DynamoTable:
                 raise TransactionCancelled(reasons, items) from None
             if error.get("Code") == "TransactionConflictException":
                 raise TransactionCancelled(["TransactionConflict"], [None]) from None
-            _raise_unavailable(exc)
+            raise_if_unavailable(exc)
             raise
 
 

@@ -34,6 +34,7 @@ from tollgate.aws.dynamodb import (
     Write,
     deserialize,
     put,
+    raise_if_unavailable,
     serialize,
     update,
 )
@@ -77,13 +78,6 @@ GSI1 = "gsi1"
 UNPUBLISHED = "ALERTS#UNPUBLISHED"
 SETTLED_RESERVATION_TTL = 90 * 86_400  # a finished reservation stays 90 days (idempotent replays)
 _BATCH_LIMIT = 100
-_THROTTLED = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-}
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -785,14 +779,6 @@ def _why(cancelled: TransactionCancelled, roles: Sequence[tuple[str, str]]) -> E
     return CommitRaced(str(cancelled.reasons))
 
 
-def _raise_throttled(exc: ClientError) -> None:
-    code = exc.response.get("Error", {}).get("Code", "")
-    if code in _THROTTLED:
-        raise ServiceUnavailable(
-            f"DynamoDB is unavailable ({code}); retry shortly", headers={"Retry-After": "1"}
-        ) from exc
-
-
 def _batch_get_chunk(table: DynamoTable, keys: list[Item]) -> list[Item]:
     pending: dict[str, Any] = {table.name: {"Keys": [serialize(k) for k in keys], "ConsistentRead": True}}
     found: list[Item] = []
@@ -802,7 +788,7 @@ def _batch_get_chunk(table: DynamoTable, keys: list[Item]) -> list[Item]:
         try:
             raw = table.client.batch_get_item(RequestItems=pending)
         except ClientError as exc:
-            _raise_throttled(exc)
+            raise_if_unavailable(exc)
             raise
         found.extend(deserialize(item) for item in raw.get("Responses", {}).get(table.name, []))
         pending = raw.get("UnprocessedKeys") or {}
