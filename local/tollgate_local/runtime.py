@@ -155,6 +155,13 @@ class ApiServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         return f"http://{HOST}:{self.server_address[1]}"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a readiness probe, a cancelled request) is not an error worth a
+        traceback; anything else is printed as ``socketserver`` does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def local_route(self, method: str, path: str, query: Mapping[str, list[str]]) -> HttpResponse:
         """The runtime's own routes."""
         parts = path[len(LOCAL_PREFIX) :].strip("/").split("/")

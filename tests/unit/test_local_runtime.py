@@ -171,6 +171,19 @@ def test_the_server_listens_on_loopback_only(server: ApiServer) -> None:
         pass
 
 
+def test_a_client_that_hangs_up_leaves_no_traceback_but_other_errors_do(
+    server: ApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for error in (ConnectionResetError(104, "Connection reset by peer"), ValueError("a real bug")):
+        try:
+            raise error
+        except Exception:
+            server.handle_error(None, ("127.0.0.1", 1))
+    printed = capsys.readouterr().err
+    assert "ConnectionResetError" not in printed
+    assert "ValueError: a real bug" in printed
+
+
 def test_config_from_the_environment() -> None:
     default = RuntimeConfig.from_env({})
     assert default.port == 3000
