@@ -310,6 +310,9 @@ BAD_GRANTS: list[tuple[dict[str, Any], str]] = [
     ({"amount": 5, "note": "n", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
     ({"amount": 5, "note": "n", "expires_at": "2099-01-01T00:00:00"}, "expires_at"),  # no zone
     ({"amount": 5, "note": "n", "expires_at": "soon"}, "expires_at"),
+    ({"amount": 5, "note": "n", "expires_at": 4_070_908_800}, "expires_at"),  # a number, not ISO
+    ({"amount": "5", "note": "n"}, "amount"),
+    ({"amount": 5, "note": True}, "note"),
     ({"amount": 5, "note": "n", "bonus": 1}, "bonus"),  # unknown field
 ]
 

@@ -281,6 +281,25 @@ def test_bad_bodies_are_4xx_problems(api: Api, funded: Tenant, body: dict[str, A
     assert response.header("Content-Type") == "application/problem+json"
 
 
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"stream": 0}, "stream"),
+        ({"temperature": False}, "temperature"),
+        ({"cache": {"skip": 0}}, "cache.skip"),
+    ],
+)
+def test_a_wrong_json_type_is_422_naming_the_field_and_costs_nothing(
+    api: Api, admin_key: str, funded: Tenant, extra: dict[str, Any], field: str
+) -> None:
+    # When a field has the wrong JSON type (a number for a boolean, a boolean for a number)
+    response = api.post(CHAT, key=funded.member_key, json_body=chat_body(**extra))
+    # Then it is refused naming that field, not coerced, and nothing is charged
+    problem = assert_problem(response, 422, "invalid_request")
+    assert [error["field"] for error in problem["errors"]] == [field]
+    assert balance_of(api, admin_key, funded.org_id) == 100
+
+
 def test_malformed_json_is_400(api: Api, funded: Tenant) -> None:
     response = api.request(
         "POST", CHAT, key=funded.member_key, body=b"{not json", headers={"Content-Type": "application/json"}

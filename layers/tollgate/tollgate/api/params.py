@@ -11,6 +11,13 @@ A route declares what it takes in its signature, as with Powertools' own markers
 ``TollgateResolver`` (``tollgate.api.resolver``) wraps every route with ``RouteSpec.call``,
 which validates the body and the query string before the route runs: a body that is not JSON
 is ``400``, fields that are missing, unknown or ill-typed are ``422`` with one error per field.
+Bodies are validated strictly (``strict=True`` here, the one place for the rule, nested models
+included): a JSON boolean only for a ``bool``, a number (not a boolean, not a string) for an
+``int``, ``float`` or ``Decimal``, a string for a ``str``; enums and ``Literal`` take their
+string values and datetimes ISO strings (pydantic's strict JSON mode). A body read with exact
+numbers is validated in Python mode, where strict refuses strings for a datetime: such a field
+is annotated ``IsoDatetime`` (``tollgate.api.schemas.common``). Query strings stay lax (they
+are text).
 Path parameters arrive as strings, as Powertools passes them.
 
 Why not Powertools' ``enable_validation``: its OpenAPI machinery is imported by every function
@@ -262,8 +269,8 @@ class RouteSpec:
                 except ValueError:
                     raise InvalidRequest("The request body is not valid JSON") from None
                 _reject_lone_surrogates(data)
-                return self.body_model.model_validate(data)
-            return self.body_model.model_validate_json(text)
+                return self.body_model.model_validate(data, strict=True)
+            return self.body_model.model_validate_json(text, strict=True)
         except ValidationError as exc:
             errors = field_errors(exc)
             if any(error.kind in ("json_invalid", "json_type") for error in errors):

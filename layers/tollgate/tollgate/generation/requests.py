@@ -13,7 +13,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from tollgate.generation.cache_key import CacheOptions
 from tollgate.generation.registry import parse_size
@@ -26,6 +35,19 @@ MAX_STOP = 4
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
 FeatureName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
 UserTag = Annotated[str, Field(max_length=256)]
+
+
+def _json_boolean(value: Any) -> Any:
+    # pydantic's Literal matches 0 to False and true to 1, even strict: the JSON type first.
+    if not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "Input should be a valid boolean")
+    return value
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
 
 
 class GenerationBody(BaseModel):
@@ -81,8 +103,8 @@ class ChatCompletionRequest(GenerationBody):
     top_p: float | None = Field(default=None, ge=0, le=1)
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     stop: str | list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, max_length=MAX_STOP)
-    n: Literal[1] = 1
-    stream: Literal[False] = False
+    n: Annotated[Literal[1], BeforeValidator(_json_integer)] = 1
+    stream: Annotated[Literal[False], BeforeValidator(_json_boolean)] = False
     user: UserTag | None = None
     metadata: dict[str, Any] | None = Field(default=None, max_length=16)
     cache: CacheOptions | None = None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from tollgate.credits.amounts import exact_json
 
@@ -17,6 +21,27 @@ class RequestModel(BaseModel):
     """A request body: unknown fields are refused, strings are stripped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
+
+
+@cache
+def _aware_datetime() -> TypeAdapter[datetime]:
+    return TypeAdapter(AwareDatetime)
+
+
+def _from_iso(value: Any) -> Any:
+    """An ISO string as the aware datetime it names (pydantic's own parsing, its error kept)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return _aware_datetime().validate_strings(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise PydanticCustomError(error["type"], "{reason}", {"reason": error["msg"]}) from None
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_from_iso)]
+"""An aware datetime given as an ISO string, also in a body read with exact numbers (validated
+strictly in Python mode, where a plain ``AwareDatetime`` refuses strings: ``RouteSpec.parse_body``)."""
 
 
 class ResponseModel(BaseModel):

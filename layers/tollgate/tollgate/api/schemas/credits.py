@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
 
-from tollgate.api.schemas.common import RequestModel, ResponseModel
+from tollgate.api.schemas.common import IsoDatetime, RequestModel, ResponseModel
 from tollgate.credits.amounts import credits_of_units, units_of_credits, usd_of_micro
 from tollgate.credits.packages import load_packages
 from tollgate.errors import FieldError, InvalidRequest, ValidationFailed
@@ -93,7 +93,7 @@ class GrantRequest(RequestModel):
 
     amount: CreditUnits = Field(description="Credits, a JSON number with at most 4 decimals")
     kind: Literal["grant", "promo"] = "grant"
-    expires_at: AwareDatetime | None = None
+    expires_at: IsoDatetime | None = None
     note: str = Field(min_length=1, max_length=500)
 
     @field_validator("expires_at")
@@ -127,7 +127,7 @@ class PaymentEvent(RequestModel):
         except ValueError:
             raise InvalidRequest("The request body is not valid JSON") from None
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(data, strict=True)  # as every body (RouteSpec.parse_body)
         except ValidationError as exc:
             raise ValidationFailed(validation_errors(exc)) from None
 
