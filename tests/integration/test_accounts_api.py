@@ -367,6 +367,22 @@ def test_another_orgs_owner_gets_404_and_bad_settings_are_422_by_field(
     assert [e["field"] for e in assert_problem(duplicate, 422, "invalid_request")["errors"]] == [
         "limit_overrides"
     ]
+    # Wrong JSON types inside them are refused as in any body, each field named
+    coerced = api.request(
+        "PATCH",
+        url,
+        key=tenant.owner_key,
+        json_body={"settings": {"content_policy": {"injection_threshold": True, "injection_roles": "user"}}},
+    )
+    assert sorted(e["field"] for e in assert_problem(coerced, 422, "invalid_request")["errors"]) == [
+        "settings.content_policy.injection_roles",
+        "settings.content_policy.injection_threshold",
+    ]
+    stringly = {"scope": "org", "metric": "requests", "window": "hour", "max": "7"}
+    refused = api.request("PATCH", url, key=admin_key, json_body={"limit_overrides": [twice, stringly]})
+    assert [e["field"] for e in assert_problem(refused, 422, "invalid_request")["errors"]] == [
+        "limit_overrides.1.max"
+    ]
     unknown = api.request("PATCH", url, key=admin_key, json_body={"plan": "platinum"})
     assert [e["field"] for e in assert_problem(unknown, 422, "invalid_request")["errors"]] == ["plan"]
     stranger = api.request("PATCH", url, key=tenant.owner_key, json_body={"settings": {"colour": "red"}})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, ValidationError
+from pydantic import AwareDatetime, Field
 
-from tollgate.api.params import field_errors
+from tollgate.api.params import validate_json_value
 from tollgate.api.schemas.common import RequestModel, ResponseModel
 from tollgate.errors import FieldError, ValidationFailed
 from tollgate.identity.models import KeyRecord, Org
@@ -138,19 +138,21 @@ def valid_content_policy(raw: Any) -> dict[str, Any]:
     ``settings.content_policy.<field>``). The detectors load only here, not at cold start."""
     from tollgate.generation.security import ContentPolicy
 
-    try:
-        return ContentPolicy.model_validate(raw).model_dump(mode="json")
-    except ValidationError as exc:
-        raise ValidationFailed(field_errors(exc, "settings.content_policy")) from None
+    return validate_json_value(ContentPolicy, raw, "settings.content_policy").model_dump(mode="json")
 
 
 def valid_limit_overrides(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Limit overrides validated as ``LimitSpec`` (422 naming ``limit_overrides.<n>.<field>``),
     each limit named once."""
-    try:
-        specs = [LimitSpec.model_validate(spec) for spec in raw]
-    except ValidationError as exc:
-        raise ValidationFailed(field_errors(exc, "limit_overrides")) from None
+    errors: list[FieldError] = []
+    specs = []
+    for index, spec in enumerate(raw):
+        try:
+            specs.append(validate_json_value(LimitSpec, spec, f"limit_overrides.{index}"))
+        except ValidationFailed as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ValidationFailed(errors)
     try:
         check_overrides(specs)
     except ValueError as exc:
