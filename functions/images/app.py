@@ -10,7 +10,7 @@ deduplicates, charges, queues and records. Every POST that costs money honours
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import Response
@@ -32,12 +32,14 @@ from tollgate.api.schemas.images import ImageBatchOut, ImageJobOut, PaletteOut
 from tollgate.clock import SystemClock
 from tollgate.credits.amounts import credits_of_units
 from tollgate.errors import Forbidden
+from tollgate.generation.context import OrgGenerationSettings, RequestContext
 from tollgate.generation.requests import ImageGenerationRequest
 from tollgate.generation.responses import ImageDataOut, ImagesOut
-from tollgate.generation.service import OrgGenerationSettings, RequestContext
-from tollgate.images.jobs import ImageJob
 from tollgate.images.requests import AnalyzeRequest, ImageBatchRequest, ImageJobRequest
 from tollgate.usage.metrics import metrics
+
+if TYPE_CHECKING:  # the image domain loads with services.images(), on first use
+    from tollgate.images.jobs import ImageJob
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
