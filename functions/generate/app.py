@@ -40,7 +40,6 @@ from tollgate.api.schemas.generate import (
 from tollgate.credits.amounts import credits_of_units
 from tollgate.errors import Forbidden, ValidationFailed
 from tollgate.generation.context import OrgGenerationSettings, RequestContext
-from tollgate.generation.records import RecordFilter, RequestStatus
 from tollgate.generation.requests import ChatCompletionRequest, EmbeddingsRequest, GenerateRequest
 from tollgate.generation.responses import (
     AssistantMessageOut,
@@ -58,10 +57,12 @@ from tollgate.usage.metrics import metrics
 
 if TYPE_CHECKING:  # the generation service loads with services.generation(), on first use
     from tollgate.api.schemas import conversations, template_generate
+    from tollgate.generation import records
     from tollgate.generation.service import Outcome
 else:  # only the conversation and template routes need these: imported when one first runs
     conversations = lazy_module("tollgate.api.schemas.conversations")
     template_generate = lazy_module("tollgate.api.schemas.template_generate")
+    records = lazy_module("tollgate.generation.records")  # the request list's filter
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
@@ -183,12 +184,12 @@ def generate(body: Annotated[GenerateRequest, Body(exact_numbers=True)]) -> Resp
 def list_requests(
     cursor: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-    status: Annotated[RequestStatus | None, Query()] = None,
+    status: Annotated[records.RequestStatus | None, Query()] = None,
     model: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     feature: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
 ) -> Response[str]:
-    filters = RecordFilter(user=user, status=status, model=model, feature=feature)
+    filters = records.RecordFilter(user=user, status=status, model=model, feature=feature)
     page = services.generation().records(current_caller(app), filters, limit, cursor)
     return exact_json_response(200, RequestPageOut.of(page))
 
