@@ -9,7 +9,7 @@ integer units (1/10,000 credit) and micro-USD. Every POST that moves money honou
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import Response
@@ -50,9 +50,14 @@ from tollgate.credits.payments import (
 )
 from tollgate.credits.webhooks import SIGNATURE_HEADER, verify_signature
 from tollgate.errors import FieldError, ValidationFailed
-from tollgate.metering.models import LotKind, Usage
-from tollgate.metering.pricing import UnknownFeature, UnknownPrice
+from tollgate.lazy import lazy_module
 from tollgate.settings import get_settings
+
+if TYPE_CHECKING:
+    from tollgate.metering import models, pricing
+else:  # the estimate and grant routes use these (the others reach them through services.metering())
+    models = lazy_module("tollgate.metering.models")
+    pricing = lazy_module("tollgate.metering.pricing")
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
@@ -107,7 +112,7 @@ def availability(
 ) -> Response[str]:
     caller, _ = acting_for(current_caller(app), org_id, services.identity())
     provider, _, model_name = (model or "").partition("/")
-    estimate = Usage(
+    estimate = models.Usage(
         provider=provider or None,
         model=model_name or None,
         input_tokens=input_tokens,
@@ -118,9 +123,9 @@ def availability(
     )
     try:
         verdict = services.metering().availability(caller, feature, estimate)
-    except UnknownFeature as exc:
+    except pricing.UnknownFeature as exc:
         raise ValidationFailed([FieldError("feature", exc.detail, "unknown_feature")]) from None
-    except UnknownPrice as exc:
+    except pricing.UnknownPrice as exc:
         raise ValidationFailed([FieldError("model", exc.detail, "unknown_price")]) from None
     return exact_json_response(200, AvailabilityOut.of(feature, verdict))
 
@@ -243,7 +248,7 @@ def grant(org_id: str, body: Annotated[GrantRequest, Body()]) -> Response[str]:
     result = services.metering().grant(
         org.org_id,
         body.amount,
-        LotKind(body.kind),
+        models.LotKind(body.kind),
         expires_at=body.expires_at,
         operation_id=operation_id(caller, f"grant-{org.org_id}", _idempotency_key()),
         note=body.note,

@@ -10,7 +10,7 @@ that costs money honours ``Idempotency-Key``. Answers carry ``X-Request-Id`` (th
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import Response
@@ -29,15 +29,6 @@ from tollgate.api.resolver import (
     request_id_of,
 )
 from tollgate.api.schemas.common import exact_json_response
-from tollgate.api.schemas.conversations import (
-    MAX_MESSAGES_PAGE,
-    ConversationIn,
-    ConversationOut,
-    ConversationPageOut,
-    MessageIn,
-    TurnOut,
-)
-from tollgate.api.schemas.conversations import MAX_PAGE as CONVERSATIONS_PAGE
 from tollgate.api.schemas.generate import (
     MAX_PAGE,
     ProviderListOut,
@@ -46,10 +37,9 @@ from tollgate.api.schemas.generate import (
     RequestPageOut,
     check_request_id,
 )
-from tollgate.api.schemas.template_generate import TemplateGenerateRequest
 from tollgate.credits.amounts import credits_of_units
 from tollgate.errors import Forbidden, ValidationFailed
-from tollgate.generation.records import RecordFilter, RequestStatus
+from tollgate.generation.context import OrgGenerationSettings, RequestContext
 from tollgate.generation.requests import ChatCompletionRequest, EmbeddingsRequest, GenerateRequest
 from tollgate.generation.responses import (
     AssistantMessageOut,
@@ -61,9 +51,18 @@ from tollgate.generation.responses import (
     embedding_list,
     model_list,
 )
-from tollgate.generation.service import OrgGenerationSettings, Outcome, RequestContext
+from tollgate.lazy import lazy_module
 from tollgate.templates.ids import check_template_id
 from tollgate.usage.metrics import metrics
+
+if TYPE_CHECKING:  # the generation service loads with services.generation(), on first use
+    from tollgate.api.schemas import conversations, template_generate
+    from tollgate.generation import records
+    from tollgate.generation.service import Outcome
+else:  # only the conversation and template routes need these: imported when one first runs
+    conversations = lazy_module("tollgate.api.schemas.conversations")
+    template_generate = lazy_module("tollgate.api.schemas.template_generate")
+    records = lazy_module("tollgate.generation.records")  # the request list's filter
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
@@ -185,12 +184,12 @@ def generate(body: Annotated[GenerateRequest, Body(exact_numbers=True)]) -> Resp
 def list_requests(
     cursor: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-    status: Annotated[RequestStatus | None, Query()] = None,
+    status: Annotated[records.RequestStatus | None, Query()] = None,
     model: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     feature: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
 ) -> Response[str]:
-    filters = RecordFilter(user=user, status=status, model=model, feature=feature)
+    filters = records.RecordFilter(user=user, status=status, model=model, feature=feature)
     page = services.generation().records(current_caller(app), filters, limit, cursor)
     return exact_json_response(200, RequestPageOut.of(page))
 
@@ -225,7 +224,7 @@ def rate_request(request_id: str, body: Annotated[RatingRequest, Body()]) -> Res
 @app.post("/v1/templates/<template_id>/generate", middlewares=[idempotent_route])
 @responds(200, RequestOut)
 def generate_from_template(
-    template_id: str, body: Annotated[TemplateGenerateRequest, Body(exact_numbers=True)]
+    template_id: str, body: Annotated[template_generate.TemplateGenerateRequest, Body(exact_numbers=True)]
 ) -> Response[str]:
     started = time.perf_counter()
     try:
@@ -237,33 +236,35 @@ def generate_from_template(
 
 
 @app.get("/v1/conversations")
-@responds(200, ConversationPageOut)
+@responds(200, lambda: conversations.ConversationPageOut)
 def list_conversations(
-    limit: Annotated[int, Query(ge=1, le=CONVERSATIONS_PAGE)] = 20,
+    limit: Annotated[int, Query(ge=1, le=conversations.MAX_PAGE)] = 20,
     cursor: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
 ) -> Response[str]:
     page = services.conversations().conversations(current_caller(app), limit, cursor)
-    return exact_json_response(200, ConversationPageOut.of(page))
+    return exact_json_response(200, conversations.ConversationPageOut.of(page))
 
 
 @app.post("/v1/conversations")
-@responds(201, ConversationOut)
-def create_conversation(body: Annotated[ConversationIn, Body()]) -> Response[str]:
+@responds(201, lambda: conversations.ConversationOut)
+def create_conversation(body: Annotated[conversations.ConversationIn, Body()]) -> Response[str]:
     conversation = services.conversations().create(current_caller(app), body.model, body.title, body.system)
-    return exact_json_response(201, ConversationOut.of(conversation, messages=()))
+    return exact_json_response(201, conversations.ConversationOut.of(conversation, messages=()))
 
 
 @app.get("/v1/conversations/<conversation_id>")
-@responds(200, ConversationOut)
+@responds(200, lambda: conversations.ConversationOut)
 def get_conversation(
     conversation_id: str,
-    limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=conversations.MAX_MESSAGES_PAGE)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,8}$")] = None,
 ) -> Response[str]:
     conversation, page = services.conversations().messages(
         current_caller(app), conversation_id, int(cursor or 0), limit
     )
-    return exact_json_response(200, ConversationOut.of(conversation, page.messages, page.next_cursor))
+    return exact_json_response(
+        200, conversations.ConversationOut.of(conversation, page.messages, page.next_cursor)
+    )
 
 
 @app.delete("/v1/conversations/<conversation_id>")
@@ -274,13 +275,13 @@ def delete_conversation(conversation_id: str) -> Response[str]:
 
 
 @app.post("/v1/conversations/<conversation_id>/messages", middlewares=[idempotent_route])
-@responds(201, TurnOut)
-def post_message(conversation_id: str, body: Annotated[MessageIn, Body()]) -> Response[str]:
+@responds(201, lambda: conversations.TurnOut)
+def post_message(conversation_id: str, body: Annotated[conversations.MessageIn, Body()]) -> Response[str]:
     started = time.perf_counter()
     turn = services.conversations().send(
         _context(), conversation_id, body.content, body.params, body.cache, body.metadata
     )
-    return exact_json_response(201, TurnOut.of(turn), headers=_headers(turn.outcome, started))
+    return exact_json_response(201, conversations.TurnOut.of(turn), headers=_headers(turn.outcome, started))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

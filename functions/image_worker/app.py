@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tollgate import services
-from tollgate.aws.job_queue import message_of
+from tollgate.images.jobs import message_of
 from tollgate.images.worker import Delivery, Outcome, lease_of
 from tollgate.usage.metrics import metrics
 

@@ -10,7 +10,7 @@ deduplicates, charges, queues and records. Every POST that costs money honours
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import Response
@@ -32,12 +32,17 @@ from tollgate.api.schemas.images import ImageBatchOut, ImageJobOut, PaletteOut
 from tollgate.clock import SystemClock
 from tollgate.credits.amounts import credits_of_units
 from tollgate.errors import Forbidden
+from tollgate.generation.context import OrgGenerationSettings, RequestContext
 from tollgate.generation.requests import ImageGenerationRequest
-from tollgate.generation.responses import ImageDataOut, ImagesOut
-from tollgate.generation.service import OrgGenerationSettings, RequestContext
-from tollgate.images.jobs import ImageJob
 from tollgate.images.requests import AnalyzeRequest, ImageBatchRequest, ImageJobRequest
+from tollgate.lazy import lazy_module
 from tollgate.usage.metrics import metrics
+
+if TYPE_CHECKING:  # the image domain loads with services.images(), on first use
+    from tollgate.generation import responses
+    from tollgate.images.jobs import ImageJob
+else:  # only the synchronous generations route answers with these
+    responses = lazy_module("tollgate.generation.responses")
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)  # AWS and HTTP calls are patched on first use (tollgate.aws.clients)
@@ -108,22 +113,24 @@ def get_batch(batch_id: str) -> Response[str]:
 
 
 @app.post("/v1/images/generations", middlewares=[idempotent_route])
-@responds(200, ImagesOut)
+@responds(200, lambda: responses.ImagesOut)
 def generations(body: Annotated[ImageGenerationRequest, Body()]) -> Response[str]:
     images = services.images()
     made = images.generate_now(_context(), body)
     job = made.job
     if body.response_format == "b64_json":
         data = [
-            ImageDataOut(b64_json=base64.b64encode(raw).decode("ascii"), revised_prompt=asset.revised_prompt)
+            responses.ImageDataOut(
+                b64_json=base64.b64encode(raw).decode("ascii"), revised_prompt=asset.revised_prompt
+            )
             for raw, asset in zip(made.data, job.assets, strict=True)
         ]
     else:
         data = [
-            ImageDataOut(url=url, revised_prompt=asset.revised_prompt)
+            responses.ImageDataOut(url=url, revised_prompt=asset.revised_prompt)
             for url, asset in zip(images.urls(job), job.assets, strict=True)
         ]
-    out = ImagesOut(created=int(job.created_at.timestamp()), data=data)
+    out = responses.ImagesOut(created=int(job.created_at.timestamp()), data=data)
     headers = {"X-Image-Job-Id": job.job_id, **_charged_headers(job.credits_charged, made.cache_hit)}
     return json_response(200, out, headers=headers)
 

@@ -27,10 +27,9 @@ from tests.integration.test_generate_api import usage_logs
 from tollgate import services
 from tollgate.aws.dynamodb import serialize
 from tollgate.aws.identity_store import DynamoIdentityStore
-from tollgate.aws.job_queue import message_body
 from tollgate.identity.models import Org
 from tollgate.images.colors import decode_png
-from tollgate.images.jobs import JobMessage
+from tollgate.images.jobs import JobMessage, message_body
 from tollgate.metering.models import CREDIT_UNITS
 from tollgate.plans import LimitSpec
 from tollgate.providers.imaging import image_info

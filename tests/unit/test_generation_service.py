@@ -13,6 +13,7 @@ import pytest
 
 from tollgate.clock import FixedClock
 from tollgate.errors import ContentBlocked, NotFound, ServiceUnavailable
+from tollgate.generation.context import RequestContext
 from tollgate.generation.records import (
     GenerationRecord,
     Rating,
@@ -22,7 +23,7 @@ from tollgate.generation.records import (
 )
 from tollgate.generation.registry import load_models
 from tollgate.generation.requests import ChatCompletionRequest, EmbeddingsRequest, GenerateRequest
-from tollgate.generation.service import GenerationService, RequestContext
+from tollgate.generation.service import GenerationService
 from tollgate.identity.models import Caller, Role
 from tollgate.metering.models import Release, Reservation, ReservationStatus, Settlement, Usage
 from tollgate.metering.pricing import default_pricing
@@ -344,7 +345,7 @@ def test_regenerate_skips_the_cache_and_links_the_parent(world: World) -> None:
 
 
 def test_an_org_that_keeps_no_prompts_keeps_only_the_hash(world: World) -> None:
-    from tollgate.generation.service import OrgGenerationSettings
+    from tollgate.generation.context import OrgGenerationSettings
 
     context = RequestContext(MEMBER, "p1", OrgGenerationSettings(keep_prompts=False))
     outcome = world.service.chat(context, chat())

@@ -15,10 +15,11 @@ from tests.unit.test_generation_service import NOW, FakeMetering, FakeMock, Memo
 from tests.unit.test_template_service import OWNER, MemoryTemplateStore
 from tollgate.clock import FixedClock
 from tollgate.errors import NotFound, ValidationFailed
+from tollgate.generation.context import RequestContext, TemplateBinding
 from tollgate.generation.records import GenerationRecord, RequestStatus
 from tollgate.generation.registry import load_models
 from tollgate.generation.requests import ChatCompletionRequest, GenerateRequest
-from tollgate.generation.service import GenerationService, RequestContext, TemplateBinding
+from tollgate.generation.service import GenerationService
 from tollgate.metering.pricing import FeatureRule, load_features
 from tollgate.providers.catalog import ProviderCatalog
 from tollgate.providers.errors import UpstreamError

@@ -13,9 +13,9 @@ import pytest
 
 from tollgate.clock import FixedClock
 from tollgate.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from tollgate.generation.context import RequestContext
 from tollgate.generation.registry import load_models
 from tollgate.generation.requests import GenerateRequest
-from tollgate.generation.service import RequestContext
 from tollgate.identity.models import Caller, Role
 from tollgate.metering.pricing import FeatureRule, load_features
 from tollgate.templates.binding import TemplateBinder

@@ -67,9 +67,29 @@ class Answer:
     content_type: str
 
 
+ModelRef = type[BaseModel] | Callable[[], type[BaseModel]]
+"""A model, or a function giving it (a model of a module imported on first use)."""
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """An answer as ``@responds`` declares it: the model possibly still a function."""
+
+    status: int
+    model: ModelRef | None
+    description: str
+    content_type: str
+
+    def answer(self) -> Answer:
+        model = self.model
+        if model is not None and not isinstance(model, type):
+            model = model()
+        return Answer(self.status, model, self.description, self.content_type)
+
+
 def responds(
     status: int,
-    model: type[BaseModel] | None = None,
+    model: ModelRef | None = None,
     *,
     description: str | None = None,
     content_type: str = "application/json",
@@ -81,11 +101,14 @@ def responds(
         @app.post("/v1/orgs")
         @responds(201, OrgOut)
         def create_org(...) -> Response[Any]: ...
+
+    ``model`` may be a function giving the model, for a model of a module imported on first
+    use (``tollgate.lazy``): it is called when the route's spec is first read.
     """
 
     def mark(func: F) -> F:
-        answers: list[Answer] = list(getattr(func, _ANSWERS, ()))
-        answers.append(Answer(status, model, description or _default_description(status), content_type))
+        answers: list[_Declared] = list(getattr(func, _ANSWERS, ()))
+        answers.append(_Declared(status, model, description or _default_description(status), content_type))
         setattr(func, _ANSWERS, tuple(answers))
         return func
 
@@ -226,9 +249,9 @@ class RouteSpec:
         returned = hints.get("return")
         if isinstance(returned, type) and issubclass(returned, BaseModel):
             spec.response_model = returned
-        declared: tuple[Answer, ...] = getattr(func, _ANSWERS, ())
+        declared: tuple[_Declared, ...] = getattr(func, _ANSWERS, ())
         if declared:
-            spec.answers = tuple(sorted(declared, key=lambda answer: answer.status))
+            spec.answers = tuple(sorted((d.answer() for d in declared), key=lambda answer: answer.status))
         elif spec.response_model is not None:
             spec.answers = (Answer(200, spec.response_model, "OK", "application/json"),)
         return spec

@@ -1,4 +1,4 @@
-"""The image jobs queue in SQS (``JobQueue``): a message per job, ``{"org_id", "job_id"}``.
+"""The image jobs queue in SQS (``JobQueue``): a message per job (``tollgate.images.jobs.message_body``).
 
 Messages go in batches of ten (``SendMessageBatch``); the entries SQS refuses are tried once
 more, and what is still refused is reported to the caller, which releases those jobs' credits.
@@ -6,7 +6,6 @@ more, and what is still refused is reported to the caller, which releases those 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,29 +13,10 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tollgate.aws.clients import client
-from tollgate.images.jobs import JobMessage
+from tollgate.images.jobs import JobMessage, message_body
 
 logger = Logger()
 SQS_BATCH = 10
-MESSAGE_VERSION = 1
-
-
-def message_body(message: JobMessage) -> str:
-    return json.dumps({"v": MESSAGE_VERSION, "org_id": message.org_id, "job_id": message.job_id})
-
-
-def message_of(body: str) -> JobMessage | None:
-    """The job a message names; ``None`` for a body that is not one of ours."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    org_id, job_id = data.get("org_id"), data.get("job_id")
-    if not isinstance(org_id, str) or not isinstance(job_id, str) or not org_id or not job_id:
-        return None
-    return JobMessage(org_id=org_id, job_id=job_id)
 
 
 class SqsJobQueue:

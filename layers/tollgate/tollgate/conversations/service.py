@@ -37,11 +37,12 @@ from tollgate.conversations.models import Conversation, ConversationPage, Messag
 from tollgate.conversations.ports import ConversationChanged, ConversationStore, TurnInProgress
 from tollgate.errors import Conflict, FieldError, Forbidden, NotFound, TollgateError, ValidationFailed
 from tollgate.generation.cache_key import CacheOptions
+from tollgate.generation.context import RequestContext
 from tollgate.generation.records import GenerationRecord
 from tollgate.generation.registry import ModelRegistry, ResolvedChain
 from tollgate.generation.requests import ChatCompletionRequest, SamplingParams
 from tollgate.generation.security import scan_messages
-from tollgate.generation.service import DEFAULT_MAX_OUTPUT_TOKENS, GenerationService, Outcome, RequestContext
+from tollgate.generation.service import DEFAULT_MAX_OUTPUT_TOKENS, GenerationService, Outcome
 from tollgate.identity.models import Caller, Role
 from tollgate.ids import is_valid_id, new_id
 from tollgate.providers.base import ChatMessage

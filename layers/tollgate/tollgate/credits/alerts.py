@@ -10,12 +10,14 @@ consumer may see an alert twice but never misses one; ``alert_id`` lets it dedup
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
 
 from tollgate.credits.amounts import credits_of_units
-from tollgate.metering.models import Alert
+
+if TYPE_CHECKING:  # annotations only: the metering models load with the metering service
+    from tollgate.metering.models import Alert
 
 logger = Logger()
 ALERT_SOURCE = "tollgate.credits"

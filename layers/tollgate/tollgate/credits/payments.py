@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from tollgate.errors import NotFound
 from tollgate.ids import is_valid_id
-from tollgate.metering.models import Purchase
 
 if TYPE_CHECKING:
+    from tollgate.metering.models import Purchase
     from tollgate.metering.service import MeteringService
 
 PURCHASE_ID_PREFIX = "pur"

@@ -23,12 +23,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
-from pydantic import ValidationError
 
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import Conflict, FieldError, NotFound, TollgateError, ValidationFailed
@@ -40,6 +39,7 @@ from tollgate.generation.cache_key import (
     canonical_json,
     is_cacheable,
 )
+from tollgate.generation.context import RequestContext, TemplateBinding
 from tollgate.generation.fallback import call_with_fallback
 from tollgate.generation.records import (
     GenerationRecord,
@@ -57,7 +57,7 @@ from tollgate.generation.requests import (
     GenerateRequest,
     SamplingParams,
 )
-from tollgate.generation.security import ContentLimits, ContentPolicy, scan_messages, scan_texts
+from tollgate.generation.security import ContentLimits, scan_messages, scan_texts
 from tollgate.identity.models import Caller, Role
 from tollgate.metering.models import Release, Reservation, ReservationStatus, Settlement, Usage
 from tollgate.metering.pricing import FeatureRule
@@ -119,71 +119,12 @@ class Metering(Protocol):
     ) -> Settlement: ...
 
 
-@dataclass(frozen=True)
-class OrgGenerationSettings:
-    """What an org's settings say about generation: its content policy, and whether prompts
-    are kept on records (else only their hash)."""
-
-    policy: ContentPolicy = field(default_factory=ContentPolicy)
-    keep_prompts: bool = True
-
-    @classmethod
-    def from_org_settings(cls, settings: Mapping[str, object]) -> OrgGenerationSettings:
-        raw = settings.get("content_policy")
-        try:
-            policy = ContentPolicy.model_validate(raw) if isinstance(raw, Mapping) else ContentPolicy()
-        except ValidationError:
-            logger.warning("invalid content_policy in org settings; using the default policy")
-            policy = ContentPolicy()
-        return cls(policy=policy, keep_prompts=settings.get("keep_prompts") is not False)
-
-
-@dataclass(frozen=True)
-class TemplateBinding:
-    """A request generated from a template (S8): the template and version its record and usage
-    log entry name, the price it declares (charged instead of the request's feature), and how
-    its use is counted: ``stage_use`` gives writes committed with the charge, ``count_use`` counts
-    after it (each may be absent; ``tollgate.templates`` decides which)."""
-
-    template_id: str
-    version: int
-    pricing: FeatureRule | None = None
-    stage_use: Callable[[], StagedWrites | None] | None = None
-    count_use: Callable[[], None] | None = None
-
-
 class TemplateResolver(Protocol):
     """What ``generate`` needs of templates (``tollgate.templates.binding.TemplateBinder``)."""
 
     def bind(self, ctx: RequestContext, body: GenerateRequest) -> tuple[RequestContext, GenerateRequest]:
         """The request with its template rendered into a prompt, and the context bound to it."""
         ...
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """Who asks, under which id, and the org's generation settings. ``template`` binds the
-    request to a template version; ``staged_with`` gives, for a completed request's record,
-    more writes to commit in the same transaction as its charge (a conversation's messages)."""
-
-    caller: Caller
-    request_id: str
-    org: OrgGenerationSettings = field(default_factory=OrgGenerationSettings)
-    parent_id: str | None = None
-    template: TemplateBinding | None = None
-    staged_with: Callable[[GenerationRecord], StagedWrites | None] | None = None
-
-    @property
-    def org_id(self) -> str:
-        if self.caller.org_id is None:
-            raise Conflict("The platform admin has no org to generate for; use an org's key")
-        return self.caller.org_id
-
-    def completed_writes(self, record: GenerationRecord) -> list[StagedWrites]:
-        """What else is written with the charge of a completed request."""
-        found = [self.template.stage_use() if self.template and self.template.stage_use else None]
-        found.append(self.staged_with(record) if self.staged_with else None)
-        return [staged for staged in found if staged is not None]
 
 
 @dataclass(frozen=True)
@@ -800,9 +741,6 @@ __all__ = [
     "LOG_RETENTION",
     "Answer",
     "GenerationService",
-    "OrgGenerationSettings",
     "Outcome",
-    "RequestContext",
-    "TemplateBinding",
     "TemplateResolver",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tollgate.errors import NotFound, TollgateError
 from tollgate.identity.models import Caller
@@ -27,8 +27,10 @@ from tollgate.metering.models import Release, Reservation, ReservationStatus, Se
 from tollgate.metering.pricing import FeatureRule, Pricing
 from tollgate.providers.errors import UpstreamError
 from tollgate.staging import StagedWrites
-from tollgate.templates.models import TemplateUse
 from tollgate.usage.log import UsageLogEntry, UsageStatus
+
+if TYPE_CHECKING:  # only a job made from a template has one (the templates load with their service)
+    from tollgate.templates.models import TemplateUse
 
 KIND = "image"
 

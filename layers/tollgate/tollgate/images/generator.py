@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from tollgate.generation.fallback import FailedAttempt, call_with_fallback
 from tollgate.generation.registry import ModelSpec, ResolvedChain, parse_size
@@ -25,9 +25,11 @@ from tollgate.images.jobs import (
     asset_prefix,
 )
 from tollgate.providers.base import ImageFormat, ImageRequest, ImageResult, Provider
-from tollgate.providers.catalog import ProviderCatalog
 from tollgate.providers.errors import UpstreamError
 from tollgate.providers.imaging import image_info
+
+if TYPE_CHECKING:
+    from tollgate.providers.catalog import ProviderCatalog  # imports httpx; built by tollgate.services
 
 # S3 user metadata (x-amz-meta-*): lower case, ASCII.
 META_ORG = "org"

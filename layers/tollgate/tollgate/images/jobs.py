@@ -16,16 +16,19 @@ jobs are the parts of the batch's reservation). Assets live in S3 at keys fixed 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tollgate.providers.base import ImageFormat
 from tollgate.staging import StagedWrites
-from tollgate.templates.models import TemplateUse
-from tollgate.usage.log import UsageLogEntry
+
+if TYPE_CHECKING:  # annotations only (the templates and pricing modules load with their services)
+    from tollgate.providers.base import ImageFormat
+    from tollgate.templates.models import TemplateUse
+    from tollgate.usage.log import UsageLogEntry
 
 CONTENT_TYPES: Mapping[ImageFormat, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 EXTENSIONS: Mapping[ImageFormat, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -221,6 +224,28 @@ class JobMessage:
 
     org_id: str
     job_id: str
+
+
+MESSAGE_VERSION = 1
+
+
+def message_body(message: JobMessage) -> str:
+    """The queue message of a job: ``{"v", "org_id", "job_id"}`` as JSON."""
+    return json.dumps({"v": MESSAGE_VERSION, "org_id": message.org_id, "job_id": message.job_id})
+
+
+def message_of(body: str) -> JobMessage | None:
+    """The job a queue message names; ``None`` for a body that is not one of ours."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    org_id, job_id = data.get("org_id"), data.get("job_id")
+    if not isinstance(org_id, str) or not isinstance(job_id, str) or not org_id or not job_id:
+        return None
+    return JobMessage(org_id=org_id, job_id=job_id)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollgate.errors import FieldError, ValidationFailed
 from tollgate.generation.cache_key import CacheOptions, cache_ttl, image_context_hash, image_prompt_hash
@@ -20,7 +20,9 @@ from tollgate.generation.registry import ModelRegistry, ModelSpec, ResolvedChain
 from tollgate.images.jobs import ImageSpec
 from tollgate.metering.models import Usage
 from tollgate.metering.pricing import FeatureRule, PriceTable, UnknownPrice
-from tollgate.templates.models import TemplateUse
+
+if TYPE_CHECKING:  # only a job made from a template has one (the templates load with their service)
+    from tollgate.templates.models import TemplateUse
 
 DEFAULT_FEATURE = "image"
 DEFAULT_QUALITY = "standard"

@@ -45,10 +45,10 @@ from tollgate.errors import (
     ValidationFailed,
 )
 from tollgate.generation.cache_key import CacheOptions
+from tollgate.generation.context import RequestContext
 from tollgate.generation.registry import ModelRegistry
 from tollgate.generation.requests import ImageGenerationRequest
 from tollgate.generation.security import ContentLimits, scan_texts
-from tollgate.generation.service import RequestContext
 from tollgate.identity.models import Caller, Role
 from tollgate.ids import is_valid_id, new_id
 from tollgate.images.billing import ImageMetering, JobBilling, TemplateUses, error_of, log_entry

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
@@ -41,8 +42,10 @@ from tollgate.images.jobs import AssetStore, ImageJob, ImageJobStore, JobMessage
 from tollgate.images.planning import actual_usage, usable_chain
 from tollgate.metering.ports import StagedWriteRefused
 from tollgate.metering.pricing import UnknownPrice
-from tollgate.providers.catalog import ProviderCatalog
 from tollgate.providers.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from tollgate.providers.catalog import ProviderCatalog  # imports httpx; built by tollgate.services
 
 logger = Logger()
 

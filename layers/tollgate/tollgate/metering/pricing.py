@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tollgate.errors import InvalidRequest
 from tollgate.metering.models import Charge, Usage
 from tollgate.plans import Kind
+from tollgate.units import BASIS_POINTS
 
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per 1M tokens
-BASIS_POINTS = 10_000  # markup_bp = 15_000 means x 1.5
 
 
 def ceil_div(numerator: int, denominator: int) -> int:

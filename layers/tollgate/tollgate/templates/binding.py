@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from tollgate.api.params import field_errors
 from tollgate.errors import FieldError, ValidationFailed
+from tollgate.generation.context import RequestContext, TemplateBinding
 from tollgate.generation.requests import GenerateRequest, SamplingParams
-from tollgate.generation.service import RequestContext, TemplateBinding
 from tollgate.templates.models import TEXT_PARAMS
 from tollgate.templates.service import TemplateService
 

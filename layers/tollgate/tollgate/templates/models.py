@@ -22,14 +22,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate.errors import FieldError
-from tollgate.metering.pricing import BASIS_POINTS, CacheHitRule, FeatureCatalog, FeatureRule
 from tollgate.plans import Kind
 from tollgate.templates.ids import is_template_id
 from tollgate.templates.syntax import ParsedBody, TemplateSyntaxError, parse_body
 from tollgate.templates.variables import MAX_VARIABLES, VariableSpec
+from tollgate.units import BASIS_POINTS
 
-if TYPE_CHECKING:  # the registry (and every provider it names) is loaded only to check a save
+# The registry (and every provider it names) is loaded only to check a save, the pricing only
+# to check or charge a price.
+if TYPE_CHECKING:
     from tollgate.generation.registry import ModelRegistry
+    from tollgate.metering.pricing import FeatureCatalog, FeatureRule
 
 TemplateKind = Literal["text", "image"]
 Visibility = Literal["private", "public"]
@@ -96,6 +99,8 @@ class TemplatePrice(BaseModel):
 
     def rule_for(self, feature: str, kind: TemplateKind, title: str = "") -> FeatureRule:
         """The ``FeatureRule`` the ledger charges (``ValueError`` if inconsistent)."""
+        from tollgate.metering.pricing import CacheHitRule, FeatureRule
+
         cache_hit = (
             CacheHitRule(rule="flat", credits=self.cache_hit_credits)
             if self.cache_hit_credits is not None

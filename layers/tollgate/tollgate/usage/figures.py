@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 
-from tollgate.metering.models import CREDIT_UNITS
+from tollgate.units import CREDIT_UNITS
 from tollgate.usage.log import UsageLogEntry, UsageStatus
 
 LATENCY_BUCKETS_MS: tuple[int, ...] = (

@@ -14,7 +14,7 @@ import binascii
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
 
@@ -22,16 +22,18 @@ from tollgate.api.schemas.common import IsoDatetime, RequestModel, ResponseModel
 from tollgate.credits.amounts import credits_of_units, units_of_credits, usd_of_micro
 from tollgate.credits.packages import load_packages
 from tollgate.errors import FieldError, InvalidRequest, ValidationFailed
-from tollgate.metering.models import (
-    Alert,
-    Availability,
-    Balance,
-    GrantResult,
-    LedgerEntry,
-    LimitStatus,
-    LotView,
-    Purchase,
-)
+
+if TYPE_CHECKING:  # annotations only: the metering models load with the metering service
+    from tollgate.metering.models import (
+        Alert,
+        Availability,
+        Balance,
+        GrantResult,
+        LedgerEntry,
+        LimitStatus,
+        LotView,
+        Purchase,
+    )
 
 MAX_GRANT_UNITS = 100_000_000_000  # 10,000,000 credits in one grant
 MAX_PAGE = 100

@@ -18,7 +18,9 @@ from pydantic import Field
 from tollgate.api.schemas.common import RequestModel, ResponseModel
 from tollgate.credits.amounts import credits_of_units, usd_of_micro
 from tollgate.errors import NotFound
-from tollgate.generation.records import GenerationRecord, RecordPage
+
+if TYPE_CHECKING:  # annotations only: the records load with the generation service
+    from tollgate.generation.records import GenerationRecord, RecordPage
 
 if TYPE_CHECKING:
     from tollgate.providers.catalog import ProviderStatus

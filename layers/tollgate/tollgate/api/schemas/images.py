@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollgate.api.schemas.common import ResponseModel
 from tollgate.credits.amounts import client_json, credits_of_units, usd_of_micro
-from tollgate.images.colors import Palette
-from tollgate.images.jobs import BatchProgress, ImageBatch, ImageJob
+
+if TYPE_CHECKING:  # annotations only: the domain loads with services.images()
+    from tollgate.images.colors import Palette
+    from tollgate.images.jobs import BatchProgress, ImageBatch, ImageJob
 
 JOBS_PATH = "/v1/images"
 BATCHES_PATH = "/v1/images/batches"

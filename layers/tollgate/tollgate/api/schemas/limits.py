@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from tollgate.api.schemas.common import ResponseModel
 from tollgate.api.schemas.credits import LimitOut
-from tollgate.metering.models import LimitStatus
+
+if TYPE_CHECKING:  # annotations only: the metering models load with the metering service
+    from tollgate.metering.models import LimitStatus
 
 
 def _refusal_code(status: LimitStatus) -> str:

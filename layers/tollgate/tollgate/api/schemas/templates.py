@@ -23,7 +23,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from tollgate.api.schemas.common import ResponseModel
 from tollgate.clock import iso
 from tollgate.credits.amounts import credits_of_units, units_of_credits
-from tollgate.metering.pricing import BASIS_POINTS
 from tollgate.templates.models import (
     MAX_PRICE_UNITS,
     Rendered,
@@ -34,6 +33,7 @@ from tollgate.templates.models import (
     TemplateVersion,
     Visibility,
 )
+from tollgate.units import BASIS_POINTS
 
 MAX_PAGE = 100
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from tollgate.api.schemas.common import ResponseModel
 from tollgate.api.schemas.credits import BalanceOut
 from tollgate.api.schemas.limits import LimitsOut
 from tollgate.credits.amounts import credits_of_units, usd_of_micro
-from tollgate.metering.models import Balance, LimitStatus
 from tollgate.usage.analytics import Dashboard, DateRange, LogPage, UsageGroup, UsageReport, UsageScope
 from tollgate.usage.figures import (
     LATENCY_BUCKETS_MS,
@@ -28,6 +28,9 @@ from tollgate.usage.figures import (
     revenue_micro_usd,
 )
 from tollgate.usage.log import UsageLogEntry
+
+if TYPE_CHECKING:  # annotations only: the metering models load with the metering service
+    from tollgate.metering.models import Balance, LimitStatus
 
 
 class PeriodOut(ResponseModel):
