@@ -72,8 +72,9 @@ def machine() -> str:
 def table(rows: list[Row]) -> str:
     """A Markdown table: section, measured, figure, goal, verdict."""
     lines = ["| section | measured | figure | goal | |", "| --- | --- | --- | --- | --- |"]
+    order = {section: n for n, section in reversed(list(enumerate(row.section for row in rows)))}
     previous = ""
-    for row in rows:
+    for row in sorted(rows, key=lambda row: order[row.section]):  # stable: each section's rows together
         section = row.section if row.section != previous else ""
         previous = row.section
         lines.append(f"| {section} | {row.name} | {row.value} | {row.goal} | {row.verdict} |")
