@@ -71,7 +71,7 @@ from tollgate.metering.models import ReservationStatus, Usage
 from tollgate.metering.ports import StagedWriteRefused
 from tollgate.metering.pricing import UnknownPrice
 from tollgate.providers.catalog import ProviderCatalog
-from tollgate.templates.models import IMAGE_PARAMS
+from tollgate.templates.models import IMAGE_PARAMS, refuse_another_feature
 from tollgate.usage.log import UsageLog, UsageLogEntry, UsageStatus
 
 if TYPE_CHECKING:
@@ -507,22 +507,28 @@ class ImageService:
     def _plan(self, ctx: RequestContext, body: ImageJobRequest, prefix: str = "") -> ImagePlan:
         if body.template_id is not None:
             return self._plan_template(ctx, body, prefix)
-        assert body.prompt is not None
+        return self._plan_request(ctx, body, body.feature, prefix)
+
+    def _plan_request(
+        self, ctx: RequestContext, request: ImageJobRequest, feature: str | None, prefix: str
+    ) -> ImagePlan:
+        """The plan of a request that states its prompt (written, or rendered from a template)."""
+        assert request.prompt is not None
         return self._plan_fields(
             ctx,
-            prompt=body.prompt,
-            model=body.model,
-            size=body.size,
-            quality=body.quality,
-            style=body.style,
-            n=body.n,
-            negative_prompt=body.negative_prompt,
-            seed=body.seed,
-            context=body.context,
-            entity=body.entity.model_dump() if body.entity else None,
-            cache=body.cache,
-            feature=body.feature,
-            metadata=body.metadata,
+            prompt=request.prompt,
+            model=request.model,
+            size=request.size,
+            quality=request.quality,
+            style=request.style,
+            n=request.n,
+            negative_prompt=request.negative_prompt,
+            seed=request.seed,
+            context=request.context,
+            entity=request.entity.model_dump() if request.entity else None,
+            cache=request.cache,
+            feature=feature,
+            metadata=request.metadata,
             prefix=prefix,
         )
 
@@ -543,16 +549,7 @@ class ImageService:
                 version=body.template_version,
                 overrides=body.model_dump(include=set(IMAGE_PARAMS), exclude_unset=True),
             )
-            if rendered.feature is not None and body.feature not in (None, rendered.feature):
-                raise ValidationFailed(
-                    [
-                        FieldError(
-                            "feature",
-                            f"this template is charged as its feature {rendered.feature!r}",
-                            "feature_fixed",
-                        )
-                    ]
-                )
+            refuse_another_feature(rendered.feature, body.feature)
             try:
                 request = ImageJobRequest.model_validate(
                     {
@@ -567,24 +564,7 @@ class ImageService:
             raise ValidationFailed(
                 [replace(e, field=prefix + named.get(e.field, e.field)) for e in exc.errors]
             ) from None
-        assert request.prompt is not None
-        plan = self._plan_fields(
-            ctx,
-            prompt=request.prompt,
-            model=request.model,
-            size=request.size,
-            quality=request.quality,
-            style=request.style,
-            n=request.n,
-            negative_prompt=request.negative_prompt,
-            seed=request.seed,
-            context=request.context,
-            entity=request.entity.model_dump() if request.entity else None,
-            cache=request.cache,
-            feature=rendered.feature or body.feature,
-            metadata=request.metadata,
-            prefix=prefix,
-        )
+        plan = self._plan_request(ctx, request, rendered.feature or body.feature, prefix)
         return replace(plan, pricing=rendered.pricing, template=rendered.use)
 
     def _plan_fields(

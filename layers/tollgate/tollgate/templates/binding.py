@@ -15,7 +15,7 @@ from tollgate.api.params import field_errors
 from tollgate.errors import FieldError, ValidationFailed
 from tollgate.generation.context import RequestContext, TemplateBinding
 from tollgate.generation.requests import GenerateRequest, SamplingParams
-from tollgate.templates.models import TEXT_PARAMS
+from tollgate.templates.models import TEXT_PARAMS, refuse_another_feature
 from tollgate.templates.service import TemplateService
 
 SAMPLING_PARAMS = TEXT_PARAMS - {"model"}
@@ -43,16 +43,7 @@ class TemplateBinder:
             raise ValidationFailed(
                 [FieldError("model", "Field required: the template names no model", "missing")]
             )
-        if rendered.feature is not None and body.feature not in (None, rendered.feature):
-            raise ValidationFailed(
-                [
-                    FieldError(
-                        "feature",
-                        f"this template is charged as its feature {rendered.feature!r}",
-                        "feature_fixed",
-                    )
-                ]
-            )
+        refuse_another_feature(rendered.feature, body.feature)
         sampling = {
             **{name: value for name, value in rendered.params.items() if name in SAMPLING_PARAMS},
             **body.params.model_dump(exclude_unset=True),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tollgate.errors import FieldError
+from tollgate.errors import FieldError, ValidationFailed
 from tollgate.plans import Kind
 from tollgate.templates.ids import is_template_id
 from tollgate.templates.syntax import ParsedBody, TemplateSyntaxError, parse_body
@@ -332,6 +332,21 @@ class Rendered:
     @property
     def use(self) -> TemplateUse:
         return self.version.use
+
+
+def refuse_another_feature(template_feature: str | None, requested: str | None) -> None:
+    """A template charged as its own feature cannot be charged as another: ``422`` on
+    ``feature`` when the request names a different one."""
+    if template_feature is not None and requested not in (None, template_feature):
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "feature",
+                    f"this template is charged as its feature {template_feature!r}",
+                    "feature_fixed",
+                )
+            ]
+        )
 
 
 @dataclass(frozen=True)
