@@ -119,19 +119,7 @@ def _org(service: MeteringService, table: DynamoTable, org_id: str, credits_for:
 def _audit(store: DynamoMeteringStore, org_id: str) -> int:
     """Sum of entries == balance, unbroken sequence, exact balance_after, no lot below zero."""
     account = store.load(org_id).account
-    entries = store.all_entries(org_id)
-    if [e.sequence for e in entries] != list(range(1, account.sequence + 1)):
-        raise AssertionError(f"{org_id}: the entries' sequence has a gap")
-    running = 0
-    for entry in entries:
-        running += entry.amount
-        if entry.balance_after != running:
-            raise AssertionError(
-                f"{org_id}: entry {entry.sequence} says {entry.balance_after}, sum {running}"
-            )
-    account.check()
-    if running != account.balance:
-        raise AssertionError(f"{org_id}: sum of entries {running} != balance {account.balance}")
+    account.check_entries(store.all_entries(org_id))
     return account.balance
 
 

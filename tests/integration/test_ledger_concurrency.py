@@ -209,17 +209,7 @@ def _reserve(bench: Bench, number: int) -> str:
 def _assert_ledger_consistent(bench: Bench) -> tuple[int, int]:
     """Sum of entries == balance, an unbroken sequence, exact balance_after, no lot below zero."""
     account = bench.store.load(bench.org_id).account
-    entries = bench.store.all_entries(bench.org_id)
-    assert [e.sequence for e in entries] == list(range(1, account.sequence + 1))
-    running = 0
-    for entry in entries:
-        running += entry.amount
-        assert entry.balance_after == running, (
-            f"entry {entry.sequence} says {entry.balance_after}, sum is {running}"
-        )
-    assert running == account.balance
-    assert all(lot.remaining >= 0 and lot.held >= 0 for lot in account.lots)
-    account.check()
+    account.check_entries(bench.store.all_entries(bench.org_id))
     used = bench.store.counters(bench.org_id, [_hourly_counter(bench)]).get(_hourly_counter(bench), 0)
     return account.balance, used
 

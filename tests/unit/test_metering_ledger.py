@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -186,3 +187,18 @@ def test_expiry_is_bounded_per_posting() -> None:
     posting = LedgerPosting(funded(*lots), NOW)
     assert len(posting.expire_due()) == 20  # the rest go in the next posting
     assert len(LedgerPosting(posting.result(), NOW).expire_due()) == 5
+
+
+def test_the_ledger_audit_passes_a_true_ledger_and_names_each_kind_of_break() -> None:
+    posting = LedgerPosting(CreditAccount("org"), NOW)
+    posting.add_lot(LotKind.PROMO, 500, EntryKind.GRANT, reference="g0", expires_at=None, lot_id="lot0")
+    posting.add_lot(LotKind.PURCHASED, 300, EntryKind.GRANT, reference="g1", expires_at=None, lot_id="lot1")
+    account, entries = posting.result(), list(posting.entries)
+    account.check_entries(entries)  # a true ledger passes
+    first, second = entries
+    with pytest.raises(LedgerInvariantBroken, match="sequence"):
+        account.check_entries([second])
+    with pytest.raises(LedgerInvariantBroken, match="entry 2 says 700"):
+        account.check_entries([first, replace(second, balance_after=700)])
+    with pytest.raises(LedgerInvariantBroken, match="sum of entries 799 != balance 800"):
+        account.check_entries([first, replace(second, amount=299, balance_after=799)])

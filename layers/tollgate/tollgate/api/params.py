@@ -153,11 +153,13 @@ def validate_json_value(model: type[M], value: Any, prefix: str) -> M:
     as bodies (its JSON form, so enums, tuples and ISO datetimes read as they do in a body);
     ``422`` naming each field under ``prefix``."""
     try:
-        return model.model_validate_json(json.dumps(value), strict=True)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            raise ValidationFailed(field_errors(exc, prefix)) from None
+        text = json.dumps(value)
+    except (TypeError, ValueError):
         raise ValidationFailed([FieldError(prefix, "Not a JSON value", "json_type")]) from None
+    try:
+        return model.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc, prefix)) from None
 
 
 def _reject_lone_surrogates(value: Any) -> None:

@@ -63,6 +63,24 @@ class CreditAccount:
         if self.held != sum(lot.held for lot in self.lots):
             raise LedgerInvariantBroken(f"{self.org_id}: held != sum of lot holds")
 
+    def check_entries(self, entries: Sequence[LedgerEntry]) -> None:
+        """Raise ``LedgerInvariantBroken`` unless ``entries`` (all of the org's, oldest first)
+        are this account's ledger: an unbroken sequence, each ``balance_after`` the running sum,
+        the sum the balance; and the account itself consistent (``check``). The audit of tests,
+        benchmarks and operators; no money move needs it."""
+        if [entry.sequence for entry in entries] != list(range(1, self.sequence + 1)):
+            raise LedgerInvariantBroken(f"{self.org_id}: the entries' sequence is not 1..{self.sequence}")
+        running = 0
+        for entry in entries:
+            running += entry.amount
+            if entry.balance_after != running:
+                raise LedgerInvariantBroken(
+                    f"{self.org_id}: entry {entry.sequence} says {entry.balance_after}, the sum is {running}"
+                )
+        if running != self.balance:
+            raise LedgerInvariantBroken(f"{self.org_id}: sum of entries {running} != balance {self.balance}")
+        self.check()
+
 
 @dataclass(frozen=True)
 class CaptureOutcome:
