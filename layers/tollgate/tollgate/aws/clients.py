@@ -11,6 +11,7 @@ create their ``Tracer(auto_patch=False)``.
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import Any
 
@@ -22,11 +23,22 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeou
 _SERVICE_CONFIG = {"s3": Config(signature_version="s3v4")}
 
 
+# One session for every client of the process: each botocore session parses the SDK's JSON
+# models (endpoints, partitions, the service) again, ~25 ms a client at a cold start. Sessions
+# are not thread-safe, so clients are made under a lock (made once, they are).
+_session: boto3.session.Session | None = None
+_lock = threading.Lock()
+
+
 @cache
 def client(service: str) -> Any:
+    global _session
     trace_aws_calls()
     config = _CONFIG.merge(_SERVICE_CONFIG[service]) if service in _SERVICE_CONFIG else _CONFIG
-    return boto3.session.Session().client(service, config=config)
+    with _lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client(service, config=config)
 
 
 @cache
@@ -38,5 +50,9 @@ def trace_aws_calls() -> None:
 
 
 def reset() -> None:
-    """Forget every client (tests that switch between moto in-process and a moto server)."""
+    """Forget every client and the session (tests that switch between moto in-process and a
+    moto server, or change credentials)."""
+    global _session
     client.cache_clear()
+    with _lock:
+        _session = None
