@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -16,6 +15,7 @@ from tollgate.api.document import openapi_document
 from tollgate.api.idempotency import idempotent
 from tollgate.api.params import Body, Query, responds
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event, json_response
+from tollgate.api.rest import Response
 from tollgate.api.schemas.accounts import (
     CreateKeyRequest,
     CreateOrgRequest,

@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -20,6 +19,7 @@ from tollgate import services
 from tollgate.api.idempotency import idempotency_key_of, idempotent
 from tollgate.api.params import Body, Query, responds
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
+from tollgate.api.rest import Response
 from tollgate.api.schemas.common import exact_json_response
 from tollgate.api.schemas.credits import (
     AlertListOut,

@@ -13,7 +13,6 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
@@ -28,6 +27,7 @@ from tollgate.api.resolver import (
     json_response,
     request_id_of,
 )
+from tollgate.api.rest import Response
 from tollgate.api.schemas.common import exact_json_response
 from tollgate.api.schemas.generate import (
     MAX_PAGE,

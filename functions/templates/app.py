@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -19,6 +18,7 @@ from tollgate import services
 from tollgate.api.idempotency import idempotent
 from tollgate.api.params import Body, Query, responds
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
+from tollgate.api.rest import Response
 from tollgate.api.schemas.templates import (
     MAX_PAGE,
     RenderOut,

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -27,6 +26,7 @@ from tollgate import services
 from tollgate.api.pages import StaticPage
 from tollgate.api.params import Query, responds
 from tollgate.api.resolver import build_resolver, current_caller, handle_api_event
+from tollgate.api.rest import Response
 from tollgate.api.schemas.common import exact_json_response
 from tollgate.api.schemas.limits import LimitsOut, rate_limit_headers
 from tollgate.api.schemas.usage import DashboardOut, LogPageOut, UsageReportOut

@@ -99,3 +99,63 @@ print("ok")
 """
     out = _run(child)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        "functions.accounts.app",
+        "functions.credits.app",
+        "functions.generate.app",
+        "functions.images.app",
+        "functions.templates.app",
+        "functions.usage.app",
+    ],
+)
+def test_an_api_handler_imports_only_the_rest_resolver_of_powertools(handler: str) -> None:
+    """Powertools' event_handler package would bring every resolver it has (AppSync with
+    asyncio and ssl, Bedrock, VPC Lattice): tollgate.api.rest imports the REST one alone."""
+    ran = _run_by_importing(handler)
+    assert "aws_lambda_powertools.event_handler.api_gateway" in ran
+    assert {
+        "asyncio",
+        "aws_lambda_powertools.event_handler.appsync",
+        "aws_lambda_powertools.event_handler.bedrock_agent",
+        "aws_lambda_powertools.event_handler.vpc_lattice",
+    } & ran == set()
+
+
+def test_the_deferred_event_handler_package_still_gives_every_name_powertools_documents() -> None:
+    child = """
+import sys
+from tollgate.api.rest import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import ApiGatewayResolver, CORSConfig
+from aws_lambda_powertools.event_handler import content_types
+from aws_lambda_powertools.event_handler.api_gateway import Response as Documented
+assert Response is Documented and issubclass(APIGatewayRestResolver, ApiGatewayResolver)
+assert content_types.APPLICATION_JSON == "application/json"
+assert "aws_lambda_powertools.event_handler.appsync" not in sys.modules
+from aws_lambda_powertools.event_handler import AppSyncResolver  # not re-exported lazily: all
+import aws_lambda_powertools.event_handler as package
+assert AppSyncResolver.__name__ == "AppSyncResolver"
+assert set(package.__all__) <= set(dir(package)), set(package.__all__) - set(dir(package))
+try:
+    from aws_lambda_powertools.event_handler import NoSuchName
+except ImportError:
+    print("ok")
+"""
+    out = _run(child)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_package_imported_in_full_before_is_left_as_it_is() -> None:
+    child = """
+import aws_lambda_powertools.event_handler as package
+import tollgate.api.rest as rest
+import sys
+assert sys.modules["aws_lambda_powertools.event_handler"] is package
+assert "__getattr__" not in vars(package) and rest.Response is package.Response
+print("ok")
+"""
+    out = _run(child)
+    assert out.stdout.strip() == "ok", out.stderr

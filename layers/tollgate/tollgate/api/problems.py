@@ -6,8 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
-
+from tollgate.api.rest import Response
 from tollgate.errors import TollgateError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"

@@ -29,13 +29,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from tollgate.api.caller import caller_from_context
 from tollgate.api.params import RouteSpec
 from tollgate.api.problems import problem_proxy_response, problem_response
+from tollgate.api.rest import APIGatewayRestResolver, Response
 from tollgate.errors import (
     InvalidRequest,
     NotFound,

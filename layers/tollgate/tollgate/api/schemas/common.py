@@ -7,10 +7,10 @@ from datetime import datetime
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Response
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
+from tollgate.api.rest import Response
 from tollgate.credits.amounts import exact_json
 
 # Every request and response model defers building its validator to its first use: a function

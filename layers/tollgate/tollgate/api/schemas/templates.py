@@ -17,9 +17,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools.event_handler import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from tollgate.api.rest import Response
 from tollgate.api.schemas.common import ResponseModel
 from tollgate.clock import iso
 from tollgate.credits.amounts import credits_of_units, units_of_credits
