@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
+
+from msgspec.structs import replace
 
 from tollgate.errors import Conflict, NotFound
 from tollgate.identity.models import KeyRecord, Org

@@ -5,11 +5,12 @@ release, cache, record) is what is checked here; the API tests check the wiring.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from tollgate.clock import FixedClock
 from tollgate.errors import ContentBlocked, NotFound, ServiceUnavailable

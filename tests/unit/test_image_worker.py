@@ -5,11 +5,12 @@ another worker. The real stores and the real queue are in tests/integration/test
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from tollgate.clock import FixedClock
 from tollgate.errors import Conflict

@@ -4,10 +4,10 @@ hold's order, adds up to the hold exactly whatever the order in which parts fini
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from msgspec.structs import replace
 
 from tollgate.metering.batches import closing_status, part_share, remaining_draws, take_share, with_part
 from tollgate.metering.ledger import CreditAccount, LedgerPosting

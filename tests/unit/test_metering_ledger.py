@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from tollgate.metering.ledger import CreditAccount, LedgerInvariantBroken, LedgerPosting
 from tollgate.metering.lots import CreditLot, CreditShortage, LotStatus

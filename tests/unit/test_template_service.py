@@ -5,11 +5,12 @@ conditional writes themselves are checked against moto in tests/integration/test
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from tollgate.clock import FixedClock
 from tollgate.errors import Conflict, Forbidden, NotFound, ValidationFailed

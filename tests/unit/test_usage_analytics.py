@@ -4,10 +4,10 @@ monthly rollup (idempotent, late, partial ranges) and the log browser's cursor. 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from tests.fakes import MemoryUsageStore
 from tests.unit.test_usage_figures import entry, failed

@@ -4,11 +4,11 @@ histogram, cache hit rate and margin. No AWS."""
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from msgspec.structs import replace
 
 from tollgate.usage.figures import (
     HISTOGRAM_SIZE,

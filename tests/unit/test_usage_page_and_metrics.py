@@ -7,11 +7,11 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from aws_lambda_powertools import Metrics
+from msgspec.structs import replace
 
 from tests.unit.test_usage_figures import entry, failed
 from tollgate.api.pages import StaticPage, content_security_policy

@@ -8,12 +8,12 @@ so there is no ``isinstance`` chain anywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from msgspec import Struct
 
-@dataclass(frozen=True)
-class FieldError:
+
+class FieldError(Struct, frozen=True):
     """One invalid field of a request: where it is, and what is wrong with it."""
 
     field: str

@@ -19,13 +19,12 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from msgspec import Struct
 
 from tollgate.api.resolver import current_caller
+from tollgate.api.rest import APIGatewayRestResolver, NextMiddleware, Response
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import InvalidRequest
 
@@ -34,15 +33,13 @@ _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 IN_PROGRESS_LOCK_SECONDS = 120
 
 
-@dataclass(frozen=True)
-class StoredResponse:
+class StoredResponse(Struct, frozen=True):
     status: int
     body: str
     content_type: str
 
 
-@dataclass(frozen=True)
-class Claimed:
+class Claimed(Struct, frozen=True):
     """This request owns the key and must run; ``token`` proves it when completing."""
 
     token: str

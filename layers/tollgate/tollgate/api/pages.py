@@ -14,10 +14,11 @@ import hashlib
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from aws_lambda_powertools.event_handler import Response
+from msgspec import Struct
+
+from tollgate.api.rest import Response
 
 _NONE = "'none'"
 _INLINE = re.compile(r"<(script|style)(?:\s[^>]*)?>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
@@ -46,8 +47,7 @@ def content_security_policy(html: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _Loaded:
+class _Loaded(Struct, frozen=True):
     html: str
     headers: Mapping[str, str]
 

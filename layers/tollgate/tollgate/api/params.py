@@ -33,10 +33,10 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
+from msgspec import Struct
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from tollgate.errors import FieldError, InvalidRequest, ValidationFailed
@@ -56,8 +56,7 @@ class Body:
         self.exact_numbers = exact_numbers
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(Struct, frozen=True):
     """One documented success answer of a route: its status and body model (``None``: no
     JSON model, e.g. ``204`` or a page)."""
 
@@ -71,8 +70,7 @@ ModelRef = type[BaseModel] | Callable[[], type[BaseModel]]
 """A model, or a function giving it (a model of a module imported on first use)."""
 
 
-@dataclass(frozen=True)
-class _Declared:
+class _Declared(Struct, frozen=True):
     """An answer as ``@responds`` declares it: the model possibly still a function."""
 
     status: int
@@ -192,8 +190,7 @@ def _is_list(annotation: Any) -> bool:
     return get_origin(inner) in (list, tuple, Sequence)
 
 
-@dataclass(frozen=True)
-class QueryParam:
+class QueryParam(Struct, frozen=True):
     name: str
     annotation: Any
     default: Any
@@ -204,8 +201,7 @@ class QueryParam:
         return self.default is inspect.Parameter.empty
 
 
-@dataclass
-class RouteSpec:
+class RouteSpec(Struct):
     """What a route takes and answers, read from its signature (once, on first use)."""
 
     method: str
@@ -219,7 +215,7 @@ class RouteSpec:
     path_params: tuple[str, ...] = ()
     response_model: type[BaseModel] | None = None
     answers: tuple[Answer, ...] = ()
-    _query_model: type[BaseModel] | None = field(default=None, repr=False)
+    _query_model: type[BaseModel] | None = None
 
     @classmethod
     def of(cls, method: str, path: str, func: Callable[..., Any]) -> RouteSpec:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
+from msgspec import Struct, field
 
 from tollgate.aws.clients import client
 from tollgate.errors import ServiceUnavailable
@@ -133,8 +133,7 @@ def _values(values: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: to_attribute(v) for k, v in (values or {}).items()}
 
 
-@dataclass(frozen=True)
-class Write:
+class Write(Struct, frozen=True):
     """One operation of a transaction."""
 
     kind: str  # Put | Update | Delete | ConditionCheck
@@ -163,8 +162,7 @@ class Write:
         return {self.kind: body}
 
 
-@dataclass(frozen=True)
-class DynamoStagedWrites:
+class DynamoStagedWrites(Struct, frozen=True):
     """``tollgate.staging.StagedWrites`` of the Tollgate table: operations another adapter adds
     to its own transaction. ``on_commit`` runs once the transaction holding them committed
     (whoever commits calls ``committed()``), e.g. to emit the metrics of a logged request."""

@@ -12,7 +12,8 @@ starts with an answer to a question it no longer holds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from tollgate.conversations.models import Message
 from tollgate.errors import FieldError, ValidationFailed
@@ -30,8 +31,7 @@ def message_tokens(role: str, content: str, encoding: str) -> int:
     return MESSAGE_OVERHEAD_TOKENS + count_tokens(role, encoding) + count_tokens(content, encoding)
 
 
-@dataclass(frozen=True)
-class HistoryWindow:
+class HistoryWindow(Struct, frozen=True):
     """The messages to send, and how many messages of the history they keep."""
 
     messages: tuple[ChatMessage, ...]

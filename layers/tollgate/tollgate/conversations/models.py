@@ -8,15 +8,15 @@ conversation always holds whole turns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+
+from msgspec import Struct
 
 MessageRole = Literal["user", "assistant"]
 
 
-@dataclass(frozen=True)
-class TurnClaim:
+class TurnClaim(Struct, frozen=True):
     """A turn being answered: which request, since when (a claim older than the turn lock is
     a request that died, and may be taken over)."""
 
@@ -24,8 +24,7 @@ class TurnClaim:
     started_at: datetime
 
 
-@dataclass(frozen=True)
-class Conversation:
+class Conversation(Struct, frozen=True):
     conversation_id: str
     org_id: str
     user: str
@@ -38,8 +37,7 @@ class Conversation:
     turn: TurnClaim | None = None
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(Struct, frozen=True):
     """One message: ``tokens`` counted with ``encoding`` (the conversation model's), and the
     generation request that wrote it (both messages of a turn name the same one)."""
 
@@ -53,13 +51,11 @@ class Message:
     truncated: bool = False
 
 
-@dataclass(frozen=True)
-class ConversationPage:
+class ConversationPage(Struct, frozen=True):
     conversations: tuple[Conversation, ...]
     next_cursor: str | None
 
 
-@dataclass(frozen=True)
-class MessagePage:
+class MessagePage(Struct, frozen=True):
     messages: tuple[Message, ...]
     next_cursor: str | None

@@ -23,11 +23,12 @@ request can live) belongs to a request that died and may be taken over.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from msgspec import Struct
+from msgspec.structs import replace
 from pydantic import ValidationError
 
 from tollgate.api.params import field_errors
@@ -76,8 +77,7 @@ def _bounded(text: str) -> tuple[str, bool]:
     return data[:MAX_MESSAGE_BYTES].decode("utf-8", errors="ignore"), True
 
 
-@dataclass(frozen=True)
-class Turn:
+class Turn(Struct, frozen=True):
     """A finished turn: the conversation after it, both messages, the generation's outcome
     (its record: one per turn, charged once), and how much history was sent."""
 

@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from typing import Protocol
+
+from msgspec.structs import replace
 
 from tollgate.errors import FieldError, Forbidden, ValidationFailed
 from tollgate.identity.models import Caller, Org, Role

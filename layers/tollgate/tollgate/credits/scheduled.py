@@ -16,11 +16,11 @@ may repeat or come late (``docs/usage.md``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
+from msgspec import Struct, field
 
 from tollgate.clock import Clock, SystemClock, iso
 from tollgate.credits.alerts import AlertPublisher, publish_alerts
@@ -42,8 +42,7 @@ class UsageRollup(Protocol):
     def rollup(self, org_id: str, now: datetime | None = None) -> Sequence[object]: ...
 
 
-@dataclass
-class RunReport:
+class RunReport(Struct):
     """What one run did, for the log and the function's result."""
 
     started_at: datetime

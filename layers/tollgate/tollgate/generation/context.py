@@ -9,10 +9,10 @@ rest on first use).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
+from msgspec import Struct, field
 from pydantic import ValidationError
 
 from tollgate.errors import Conflict
@@ -27,8 +27,7 @@ if TYPE_CHECKING:  # annotations only
 logger = Logger()
 
 
-@dataclass(frozen=True)
-class OrgGenerationSettings:
+class OrgGenerationSettings(Struct, frozen=True):
     """What an org's settings say about generation: its content policy, and whether prompts
     are kept on records (else only their hash)."""
 
@@ -46,8 +45,7 @@ class OrgGenerationSettings:
         return cls(policy=policy, keep_prompts=settings.get("keep_prompts") is not False)
 
 
-@dataclass(frozen=True)
-class TemplateBinding:
+class TemplateBinding(Struct, frozen=True):
     """A request generated from a template (S8): the template and version its record and usage
     log entry name, the price it declares (charged instead of the request's feature), and how
     its use is counted: ``stage_use`` gives writes committed with the charge, ``count_use`` counts
@@ -60,8 +58,7 @@ class TemplateBinding:
     count_use: Callable[[], None] | None = None
 
 
-@dataclass(frozen=True)
-class RequestContext:
+class RequestContext(Struct, frozen=True):
     """Who asks, under which id, and the org's generation settings. ``template`` binds the
     request to a template version; ``staged_with`` gives, for a completed request's record,
     more writes to commit in the same transaction as its charge (a conversation's messages)."""

@@ -9,8 +9,9 @@ mock knob) is the answer at once: another provider would refuse the same request
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+from msgspec import Struct
 
 from tollgate.generation.registry import ModelSpec, ResolvedChain
 from tollgate.providers.base import Provider
@@ -25,8 +26,7 @@ class ProviderLookup(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class FailedAttempt:
+class FailedAttempt(Struct, frozen=True):
     """A model of the chain that did not answer, for the request record and the logs."""
 
     model: str
@@ -35,8 +35,7 @@ class FailedAttempt:
     detail: str
 
 
-@dataclass(frozen=True)
-class Answered(Generic[T]):
+class Answered(Struct, Generic[T], frozen=True):
     """The result, the model that produced it, and the models that failed before it."""
 
     value: T

@@ -8,10 +8,11 @@ layout. Money is integers: provider cost in micro-USD, credits in units of 1/10,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
+
+from msgspec import Struct, field
 
 from tollgate.staging import StagedWrites
 from tollgate.usage.log import UsageLogEntry
@@ -24,16 +25,14 @@ class RequestStatus(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class Rating:
+class Rating(Struct, frozen=True):
     score: int
     comment: str | None
     rated_at: datetime
     rated_by: str
 
 
-@dataclass(frozen=True)
-class GenerationRecord:
+class GenerationRecord(Struct, frozen=True):
     """One generation request. ``prompt`` is kept unless the org keeps no prompts; then only
     ``prompt_hash`` is (always set). ``result`` is the answer as the cache stores it."""
 
@@ -69,8 +68,7 @@ class GenerationRecord:
     completed_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class RecordFilter:
+class RecordFilter(Struct, frozen=True):
     """What ``GET /v1/requests`` may narrow by. ``user`` is forced for members."""
 
     user: str | None = None
@@ -79,8 +77,7 @@ class RecordFilter:
     feature: str | None = None
 
 
-@dataclass(frozen=True)
-class RecordPage:
+class RecordPage(Struct, frozen=True):
     records: tuple[GenerationRecord, ...]
     next_cursor: str | None
 

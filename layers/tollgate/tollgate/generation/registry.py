@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Annotated, Literal
 
+from msgspec import Struct
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tollgate.errors import FieldError, ValidationFailed
@@ -104,8 +104,7 @@ class Alias(BaseModel):
     description: str = ""
 
 
-@dataclass(frozen=True)
-class ResolvedChain:
+class ResolvedChain(Struct, frozen=True):
     """What a request named, and the models to try for it, in order."""
 
     requested: str

@@ -23,9 +23,10 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from msgspec import Struct
+from msgspec.structs import replace
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate.errors import ContentBlocked, PayloadTooLarge
@@ -76,8 +77,7 @@ class ContentPolicy(BaseModel):
         return action
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(Struct, frozen=True):
     """Something found in one text. Holds where it is, never what it is."""
 
     type: FindingType
@@ -104,8 +104,7 @@ class Finding:
         return record
 
 
-@dataclass(frozen=True)
-class ScanResult:
+class ScanResult(Struct, frozen=True):
     """The messages the provider may see (redacted where the policy says) and the findings."""
 
     messages: tuple[ChatMessage, ...]
@@ -124,8 +123,7 @@ class ScanResult:
         return tuple(sorted({f.type for f in self.findings}, key=lambda t: _PRIORITY[t]))
 
 
-@dataclass(frozen=True)
-class TextScanResult:
+class TextScanResult(Struct, frozen=True):
     texts: tuple[str, ...]
     findings: tuple[Finding, ...] = ()
 
@@ -133,12 +131,11 @@ class TextScanResult:
 # -- prompt injection ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class InjectionVerdict:
+class InjectionVerdict(Struct, frozen=True):
     score: float
     reasons: tuple[str, ...]
     """Strongest first."""
-    spans: tuple[tuple[int, int], ...] = field(default=())
+    spans: tuple[tuple[int, int], ...] = ()
 
 
 class LazyPattern:
@@ -352,8 +349,7 @@ def detect_injection(text: str) -> InjectionVerdict:
 # -- PII and secrets -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Match:
+class _Match(Struct, frozen=True):
     type: FindingType
     kind: str
     start: int

@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
+from msgspec import Struct
+from msgspec.structs import asdict, replace
 
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import Conflict, FieldError, NotFound, TollgateError, ValidationFailed
@@ -127,8 +128,7 @@ class TemplateResolver(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(Struct, frozen=True):
     """What a provider answered, as cached: ``body`` is enough to rebuild the response."""
 
     body: dict[str, Any]
@@ -136,8 +136,7 @@ class Answer:
     output_tokens: int
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Struct, frozen=True):
     """The result of one request: its record, the answer, and what the headers say."""
 
     record: GenerationRecord
@@ -147,8 +146,7 @@ class Outcome:
     overhead_ms: int
 
 
-@dataclass(frozen=True)
-class _Prepared:
+class _Prepared(Struct, frozen=True):
     kind: CacheKind
     feature: str
     pricing: str | FeatureRule

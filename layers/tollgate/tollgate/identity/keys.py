@@ -18,8 +18,9 @@ import hmac
 import re
 import secrets
 import zlib
-from dataclasses import dataclass
 from hashlib import sha256
+
+from msgspec import Struct
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _KID_LEN = 12
@@ -52,8 +53,7 @@ def _checksum(body: str) -> str:
     return _base62(zlib.crc32(body.encode("ascii")), _CHECKSUM_LEN)
 
 
-@dataclass(frozen=True)
-class PlainKey:
+class PlainKey(Struct, frozen=True):
     """A key as the client holds it. Exists in memory only, and is shown once."""
 
     value: str

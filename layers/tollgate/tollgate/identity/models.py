@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from msgspec import Struct, field
 
 
 class Role(StrEnum):
@@ -15,8 +16,7 @@ class Role(StrEnum):
     MEMBER = "member"  # generates; sees its own requests and its org's balance and limits
 
 
-@dataclass(frozen=True)
-class Org:
+class Org(Struct, frozen=True):
     org_id: str
     name: str
     plan: str
@@ -35,8 +35,7 @@ class Org:
         )
 
 
-@dataclass(frozen=True)
-class OrgContext:
+class OrgContext(Struct, frozen=True):
     """What the authorizer read of the caller's org, handed to every function with the caller
     so that the request path needs no read of the org: its plan, billing anchor day, settings
     (content policy, whether prompts are kept, ...) and limit overrides. As fresh as the
@@ -48,8 +47,7 @@ class OrgContext:
     limit_overrides: tuple[Mapping[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
-class KeyRecord:
+class KeyRecord(Struct, frozen=True):
     """A stored API key: everything but the key itself (only its HMAC)."""
 
     key_id: str
@@ -71,8 +69,7 @@ class KeyRecord:
         return self.expires_at is None or self.expires_at > at
 
 
-@dataclass(frozen=True)
-class Caller:
+class Caller(Struct, frozen=True):
     """Who is calling: what the authorizer hands to every function."""
 
     key_id: str

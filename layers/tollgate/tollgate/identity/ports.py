@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from msgspec import Struct
 
 from tollgate.identity.models import KeyRecord, Org
 
 
-@dataclass(frozen=True)
-class AdminKey:
+class AdminKey(Struct, frozen=True):
     """The bootstrap admin key, kept outside the table (an SSM parameter in AWS)."""
 
     key_id: str

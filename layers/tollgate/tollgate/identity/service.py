@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import FieldError, Forbidden, NotFound, Unauthorized, ValidationFailed
@@ -25,8 +27,7 @@ MAX_ROTATION_GRACE = timedelta(days=7)
 MAX_SETTINGS_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class IssuedKey:
+class IssuedKey(Struct, frozen=True):
     """A key just created: the record, and the plain key to show exactly once."""
 
     record: KeyRecord

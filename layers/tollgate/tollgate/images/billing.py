@@ -14,9 +14,10 @@ reservation; ``JobBilling`` picks ``settle``/``release`` or ``settle_part``/``re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+
+from msgspec.structs import replace
 
 from tollgate.errors import NotFound, TollgateError
 from tollgate.identity.models import Caller

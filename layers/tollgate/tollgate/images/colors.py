@@ -22,8 +22,9 @@ import math
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
+
+from msgspec import Struct
 
 from tollgate.providers.imaging import PNG_SIGNATURE, image_info
 
@@ -45,8 +46,7 @@ class UnsupportedImage(ValueError):
     """A real image this decoder does not read (JPEG, WebP, an interlaced PNG)."""
 
 
-@dataclass(frozen=True)
-class DecodedImage:
+class DecodedImage(Struct, frozen=True):
     """A PNG's pixels: ``rows`` of unfiltered scanline bytes, as the PNG lays them out."""
 
     width: int
@@ -234,8 +234,7 @@ def _unfilter(raw: bytes, height: int, row_bytes: int, bpp: int) -> tuple[bytes,
 # -- the palette ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PaletteColor:
+class PaletteColor(Struct, frozen=True):
     """A dominant colour, its share of the (opaque) pixels, and its complement."""
 
     rgb: RGB
@@ -251,8 +250,7 @@ class PaletteColor:
         return hex_of(self.complementary)
 
 
-@dataclass(frozen=True)
-class Palette:
+class Palette(Struct, frozen=True):
     width: int
     height: int
     sampled: int

@@ -10,8 +10,9 @@ writer's object.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
+
+from msgspec import Struct
 
 from tollgate.generation.fallback import FailedAttempt, call_with_fallback
 from tollgate.generation.registry import ModelSpec, ResolvedChain, parse_size
@@ -46,8 +47,7 @@ META_REVISED = "revised-prompt"
 _MAX_META_TEXT = 1_024  # S3 keeps at most 2 KB of user metadata per object
 
 
-@dataclass(frozen=True)
-class Generated:
+class Generated(Struct, frozen=True):
     """A job's images, stored: which model made them, what it reported, what failed first."""
 
     assets: tuple[Asset, ...]

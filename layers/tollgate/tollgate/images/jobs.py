@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
+
+from msgspec import Struct, field
 
 from tollgate.staging import StagedWrites
 
@@ -56,8 +57,7 @@ def asset_key(org_id: str, job_id: str, index: int, image_format: ImageFormat) -
     return f"{asset_prefix(org_id, job_id)}{index}.{EXTENSIONS[image_format]}"
 
 
-@dataclass(frozen=True)
-class ImageSpec:
+class ImageSpec(Struct, frozen=True):
     """What to draw, as the provider will be asked (the prompt after content security).
     ``metadata`` steers the mock provider (``metadata.mock``) and never reaches a real one."""
 
@@ -72,8 +72,7 @@ class ImageSpec:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Asset:
+class Asset(Struct, frozen=True):
     """One stored image."""
 
     key: str
@@ -85,8 +84,7 @@ class Asset:
     seed: int | None = None
 
 
-@dataclass(frozen=True)
-class ImageJob:
+class ImageJob(Struct, frozen=True):
     """One image job. Money is integers: provider cost in micro-USD, credits in 1/10,000."""
 
     job_id: str
@@ -144,8 +142,7 @@ class ImageJob:
         return max(0, round((end - start).total_seconds() * 1000))
 
 
-@dataclass(frozen=True)
-class ImageBatch:
+class ImageBatch(Struct, frozen=True):
     """A batch of jobs accepted whole (``POST /v1/images/batch``); its progress is its jobs'."""
 
     batch_id: str
@@ -156,8 +153,7 @@ class ImageBatch:
     estimated_credits: int
 
 
-@dataclass(frozen=True)
-class BatchProgress:
+class BatchProgress(Struct, frozen=True):
     """How far a batch is: counts by status and a status of its own."""
 
     total: int
@@ -199,8 +195,7 @@ class BatchProgress:
         return JobStatus.PROCESSING
 
 
-@dataclass(frozen=True)
-class DedupHit:
+class DedupHit(Struct, frozen=True):
     """An org's earlier job whose assets answer an identical request."""
 
     job_id: str
@@ -210,16 +205,14 @@ class DedupHit:
     revised_prompt: str | None = None
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(Struct, frozen=True):
     """The outcome of claiming a job: ``job`` as it is now; ``claimed`` when this worker holds it."""
 
     job: ImageJob | None
     claimed: bool
 
 
-@dataclass(frozen=True)
-class JobMessage:
+class JobMessage(Struct, frozen=True):
     """What goes on the queue for a job: just enough to find it (the job item has the rest)."""
 
     org_id: str
@@ -248,8 +241,7 @@ def message_of(body: str) -> JobMessage | None:
     return JobMessage(org_id=org_id, job_id=job_id)
 
 
-@dataclass(frozen=True)
-class StoredObject:
+class StoredObject(Struct, frozen=True):
     """An object of the asset store, as ``AssetStore.objects`` lists it."""
 
     key: str
@@ -312,8 +304,7 @@ class ImageJobStore(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class AssetIndex:
+class AssetIndex(Struct, frozen=True):
     """Where a completed job's assets are found again: its hashes, until ``expires_at``."""
 
     hashes: tuple[str, ...]

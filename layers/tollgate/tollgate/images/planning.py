@@ -11,8 +11,9 @@ computed here, from the prompt as the provider gets it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field
 
 from tollgate.errors import FieldError, ValidationFailed
 from tollgate.generation.cache_key import CacheOptions, cache_ttl, image_context_hash, image_prompt_hash
@@ -28,8 +29,7 @@ DEFAULT_FEATURE = "image"
 DEFAULT_QUALITY = "standard"
 
 
-@dataclass(frozen=True)
-class ImagePlan:
+class ImagePlan(Struct, frozen=True):
     """An image request checked and priced: the spec, the models that can make it (in the
     chain's order), the estimate to reserve, and its dedup hashes. A plan made from a template
     (S8) names its version (``template``) and may carry its declared price (``pricing``),

@@ -25,11 +25,12 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
+from msgspec import Struct
+from msgspec.structs import replace
 from pydantic import ValidationError
 
 from tollgate.api.params import field_errors
@@ -110,16 +111,14 @@ class ImageTemplates(TemplateUses, Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Submitted:
+class Submitted(Struct, frozen=True):
     """A job as ``POST /v1/images`` answers it; ``cache_hit`` when an earlier asset answered."""
 
     job: ImageJob
     cache_hit: bool
 
 
-@dataclass(frozen=True)
-class BatchView:
+class BatchView(Struct, frozen=True):
     batch: ImageBatch
     jobs: tuple[ImageJob, ...]
 
@@ -128,8 +127,7 @@ class BatchView:
         return BatchProgress.of(self.jobs)
 
 
-@dataclass(frozen=True)
-class SyncImages:
+class SyncImages(Struct, frozen=True):
     """A synchronous generation: the job (completed) and, when asked, the images' bytes."""
 
     job: ImageJob
@@ -137,8 +135,7 @@ class SyncImages:
     cache_hit: bool
 
 
-@dataclass(frozen=True)
-class Analysis:
+class Analysis(Struct, frozen=True):
     palette: Palette
     source: Mapping[str, Any]
     credits_charged: int

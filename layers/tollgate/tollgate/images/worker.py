@@ -26,12 +26,12 @@ DLQ for operators.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
+from msgspec import Struct
 
 from tollgate.clock import Clock, SystemClock
 from tollgate.errors import Conflict, TollgateError
@@ -63,8 +63,7 @@ class Outcome(StrEnum):
     UNKNOWN_JOB = "unknown_job"  # no such job (a message not of ours): dropped
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(Struct, frozen=True):
     """One delivery of a job's message."""
 
     message: JobMessage

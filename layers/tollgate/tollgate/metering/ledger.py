@@ -15,8 +15,10 @@ Invariants kept here and checked on every move:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from tollgate.ids import new_id
 from tollgate.metering.alerts import crossed_thresholds, threshold_units
@@ -33,8 +35,7 @@ class LedgerInvariantBroken(AssertionError):
     """A move would break an invariant (a bug, never a client error): nothing is written."""
 
 
-@dataclass(frozen=True)
-class CreditAccount:
+class CreditAccount(Struct, frozen=True):
     """An org's ledger state as stored in its account item."""
 
     org_id: str
@@ -82,8 +83,7 @@ class CreditAccount:
         self.check()
 
 
-@dataclass(frozen=True)
-class CaptureOutcome:
+class CaptureOutcome(Struct, frozen=True):
     """What settling a hold did, in credit units."""
 
     charged: int
@@ -92,8 +92,7 @@ class CaptureOutcome:
     uncollected: int
 
 
-@dataclass(frozen=True)
-class ReleaseOutcome:
+class ReleaseOutcome(Struct, frozen=True):
     released: int
     forfeited: int
 

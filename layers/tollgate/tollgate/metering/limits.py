@@ -8,8 +8,9 @@ replaces a plan limit, any other override is added.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from tollgate.metering.models import Charge
 from tollgate.metering.windows import QuotaWindow
@@ -42,8 +43,7 @@ def usage_amount(metric: Metric, charge: Charge) -> int:
     return charge.cost_micro_usd
 
 
-@dataclass(frozen=True)
-class ApplicableLimit:
+class ApplicableLimit(Struct, frozen=True):
     """A limit applied to one subject (the org or the user) in the window containing now."""
 
     spec: LimitSpec

@@ -8,9 +8,10 @@ then the oldest, then the lot id (a total order, so two readers always agree).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+
+from msgspec import Struct
 
 from tollgate.metering.models import LotDraw, LotKind
 
@@ -39,8 +40,7 @@ class CreditShortage(Exception):
         self.available = available
 
 
-@dataclass(frozen=True)
-class CreditLot:
+class CreditLot(Struct, frozen=True):
     """One lot: ``remaining`` is spendable, ``held`` is drawn by reservations not yet settled."""
 
     lot_id: str

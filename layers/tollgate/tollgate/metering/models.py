@@ -6,9 +6,10 @@ cost in micro-USD. Timestamps are timezone-aware UTC ``datetime`` values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+
+from msgspec import Struct, field
 
 from tollgate.plans import Kind, LimitSpec, Metric, Scope, Window
 from tollgate.units import CREDIT_UNITS, MICRO_USD
@@ -58,8 +59,7 @@ class AlertKind(StrEnum):
     EXPIRY = "expiry"  # credits expired
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(Struct, frozen=True):
     """What a call uses, as estimated before the provider call or measured after it.
 
     ``cost_micro_usd``, when given, is the provider cost as reported (it wins over the price
@@ -81,8 +81,7 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-@dataclass(frozen=True)
-class Charge:
+class Charge(Struct, frozen=True):
     """What a usage costs: the provider cost and the credits the feature's rule asks for."""
 
     feature: str
@@ -92,16 +91,14 @@ class Charge:
     tokens: int
 
 
-@dataclass(frozen=True)
-class LotDraw:
+class LotDraw(Struct, frozen=True):
     """Credits one ledger move took from (negative) or gave back to (positive) one lot."""
 
     lot_id: str
     amount: int
 
 
-@dataclass(frozen=True)
-class CountedUsage:
+class CountedUsage(Struct, frozen=True):
     """One counter a reservation counted: its key, the amount counted and when its window ends."""
 
     counter_key: str
@@ -110,8 +107,7 @@ class CountedUsage:
     window_end: datetime
 
 
-@dataclass(frozen=True)
-class ReservationPart:
+class ReservationPart(Struct, frozen=True):
     """One part of a batch reservation (one image job of a batch): its estimate, what it
     counted in each limit, and how it ended. ``draws`` is its share of the batch's hold, taken
     when the part settles or releases (negative, as a hold's draws are)."""
@@ -129,8 +125,7 @@ class ReservationPart:
         return self.status is ReservationStatus.HELD
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(Struct, frozen=True):
     """A hold on credits and the limit counters counted for one request or job.
 
     A batch reservation (``reserve_batch``) has ``parts``: one hold and one count for all of
@@ -164,8 +159,7 @@ class Reservation:
         return next((part for part in self.parts if part.part_id == part_id), None)
 
 
-@dataclass(frozen=True)
-class Settlement:
+class Settlement(Struct, frozen=True):
     """The outcome of ``settle``: what was charged, what went back, what could not be collected.
 
     ``charged_credits`` = min(actual, held + balance available at settle time);
@@ -186,8 +180,7 @@ class Settlement:
     part_id: str | None = None  # the part of a batch reservation this settles
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(Struct, frozen=True):
     """The outcome of ``release``: what went back to the balance.
 
     ``forfeited_credits`` are held credits whose lot expired or was refunded meanwhile: they
@@ -203,8 +196,7 @@ class Release:
     part_id: str | None = None  # the part of a batch reservation this releases
 
 
-@dataclass(frozen=True)
-class LimitStatus:
+class LimitStatus(Struct, frozen=True):
     """One applicable limit, as GET /v1/limits shows it."""
 
     scope: Scope
@@ -235,8 +227,7 @@ class LimitStatus:
         }
 
 
-@dataclass(frozen=True)
-class Availability:
+class Availability(Struct, frozen=True):
     """Would this feature be allowed now? ``reason`` is a problem code when not."""
 
     allowed: bool
@@ -248,8 +239,7 @@ class Availability:
     limits: tuple[LimitStatus, ...]
 
 
-@dataclass(frozen=True)
-class LotView:
+class LotView(Struct, frozen=True):
     """An open lot as the balance shows it."""
 
     lot_id: str
@@ -263,8 +253,7 @@ class LotView:
     reference: str | None
 
 
-@dataclass(frozen=True)
-class Balance:
+class Balance(Struct, frozen=True):
     """An org's credits: ``balance`` is spendable now; ``held`` is reserved by requests in flight."""
 
     org_id: str
@@ -275,8 +264,7 @@ class Balance:
     sequence: int
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
+class LedgerEntry(Struct, frozen=True):
     """One append-only ledger entry. ``amount`` is signed; ``balance_after`` is exact."""
 
     org_id: str
@@ -291,16 +279,14 @@ class LedgerEntry:
     details: dict[str, int | str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class EntryPage:
+class EntryPage(Struct, frozen=True):
     """A page of ledger entries, newest first, and the cursor of the next page (None at the end)."""
 
     entries: tuple[LedgerEntry, ...]
     next_cursor: str | None
 
 
-@dataclass(frozen=True)
-class GrantResult:
+class GrantResult(Struct, frozen=True):
     """The outcome of a grant; ``created`` is False when the operation id had been used."""
 
     lot_id: str
@@ -308,8 +294,7 @@ class GrantResult:
     created: bool
 
 
-@dataclass(frozen=True)
-class Purchase:
+class Purchase(Struct, frozen=True):
     """A credit purchase and its lifecycle (pending -> completed | failed; completed -> refunded)."""
 
     purchase_id: str
@@ -327,14 +312,12 @@ class Purchase:
     external_reference: str | None = None
 
 
-@dataclass(frozen=True)
-class PurchasePage:
+class PurchasePage(Struct, frozen=True):
     purchases: tuple[Purchase, ...]
     next_cursor: str | None
 
 
-@dataclass(frozen=True)
-class RenewalResult:
+class RenewalResult(Struct, frozen=True):
     """The outcome of a subscription renewal; ``renewed`` is False when the cycle had been renewed."""
 
     org_id: str
@@ -345,8 +328,7 @@ class RenewalResult:
     amount: int
 
 
-@dataclass(frozen=True)
-class Alert:
+class Alert(Struct, frozen=True):
     """A balance alert, recorded once per crossing inside the ledger move that crossed."""
 
     alert_id: str
@@ -361,8 +343,7 @@ class Alert:
     sequence: int  # the ledger entry that fired it
 
 
-@dataclass(frozen=True)
-class StaleSweep:
+class StaleSweep(Struct, frozen=True):
     """What ``release_stale`` did."""
 
     released: tuple[Release, ...]

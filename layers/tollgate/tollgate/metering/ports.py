@@ -8,9 +8,10 @@ one of the exceptions below, and never decides anything about money itself.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+
+from msgspec import Struct, field
 
 from tollgate.metering.ledger import CreditAccount
 from tollgate.metering.models import (
@@ -27,8 +28,7 @@ from tollgate.staging import StagedWrites
 # -- what a commit is made of ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CounterChange:
+class CounterChange(Struct, frozen=True):
     """Add ``amount`` to a limit counter. With a ``bound``, only if the result stays within it
     (``used + amount <= bound``); without one, unconditionally (settling actual usage)."""
 
@@ -38,8 +38,7 @@ class CounterChange:
     expires_at: datetime  # the counter item's TTL: after its window has ended
 
 
-@dataclass(frozen=True)
-class AccountChange:
+class AccountChange(Struct, frozen=True):
     """The account's new state, written only if its sequence is still ``before.sequence``
     (or it does not exist yet when ``before.exists`` is False). ``lot_guards``: for each lot
     credits are taken from, the stored ``remaining`` must be at least that much."""
@@ -49,8 +48,7 @@ class AccountChange:
     lot_guards: Mapping[str, int]
 
 
-@dataclass(frozen=True)
-class ReservationTransition:
+class ReservationTransition(Struct, frozen=True):
     """Write ``after`` only if the stored reservation is still in status ``expected`` (and,
     for a batch reservation moved part by part, still at ``expected_version``)."""
 
@@ -59,22 +57,19 @@ class ReservationTransition:
     expected_version: int | None = None
 
 
-@dataclass(frozen=True)
-class PurchaseTransition:
+class PurchaseTransition(Struct, frozen=True):
     after: Purchase
     expected: PurchaseStatus
 
 
-@dataclass(frozen=True)
-class OperationMarker:
+class OperationMarker(Struct, frozen=True):
     """An operation done once per org and id (grant, renewal, adjustment): written only if absent."""
 
     operation_id: str
     result: Mapping[str, str | int]
 
 
-@dataclass(frozen=True)
-class MeteringCommit:
+class MeteringCommit(Struct, frozen=True):
     """Everything one metering step writes, all or nothing."""
 
     org_id: str
@@ -135,8 +130,7 @@ class OperationDone(Exception):
 # -- reads ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OrgProfile:
+class OrgProfile(Struct, frozen=True):
     """What metering needs to know about an org."""
 
     plan: str | None
@@ -145,8 +139,7 @@ class OrgProfile:
     exists: bool = False
 
 
-@dataclass(frozen=True)
-class MeteringSnapshot:
+class MeteringSnapshot(Struct, frozen=True):
     """One consistent read of an org's metering state (one call to the store)."""
 
     account: CreditAccount

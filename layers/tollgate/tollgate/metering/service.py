@@ -21,9 +21,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
+
+from msgspec.structs import replace
 
 from tollgate.clock import Clock, SystemClock, iso
 from tollgate.errors import (

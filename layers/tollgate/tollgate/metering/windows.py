@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import calendar
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from msgspec import Struct
 
 from tollgate.plans import Window
 
@@ -25,8 +26,7 @@ def _shift_month(year: int, month: int, by: int) -> tuple[int, int]:
     return index // 12, index % 12 + 1
 
 
-@dataclass(frozen=True)
-class QuotaWindow:
+class QuotaWindow(Struct, frozen=True):
     """One window instance: [start, end)."""
 
     window: Window

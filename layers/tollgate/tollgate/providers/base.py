@@ -12,8 +12,9 @@ counts tokens itself (``tollgate.tokens``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from msgspec import Struct, field
 
 from tollgate.providers.errors import UnsupportedOperation
 
@@ -25,15 +26,13 @@ ImageFormat = Literal["png", "jpeg", "webp"]
 MAX_IMAGE_SIDE = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
+class ChatMessage(Struct, frozen=True):
     role: Role
     content: str
     name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(Struct, frozen=True):
     """Tokens as the provider reported them; either may be ``None`` (not reported)."""
 
     input_tokens: int | None = None
@@ -53,8 +52,7 @@ class Usage:
 NOT_REPORTED = Usage()
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
+class ChatRequest(Struct, frozen=True):
     """A chat (or single-prompt completion, as one user message) for one provider model.
 
     ``metadata`` never reaches a real provider; the ``mock`` provider reads its knobs there.
@@ -71,8 +69,7 @@ class ChatRequest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ChatResult:
+class ChatResult(Struct, frozen=True):
     text: str
     finish_reason: FinishReason
     usage: Usage
@@ -83,8 +80,7 @@ class ChatResult:
     raw_finish_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class EmbeddingRequest:
+class EmbeddingRequest(Struct, frozen=True):
     model: str
     inputs: tuple[str, ...]
     dimensions: int | None = None
@@ -92,8 +88,7 @@ class EmbeddingRequest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class EmbeddingResult:
+class EmbeddingResult(Struct, frozen=True):
     vectors: tuple[tuple[float, ...], ...]
     """One vector per input, in input order."""
     usage: Usage
@@ -101,8 +96,7 @@ class EmbeddingResult:
     model: str
 
 
-@dataclass(frozen=True, slots=True)
-class ImageRequest:
+class ImageRequest(Struct, frozen=True):
     model: str
     prompt: str
     width: int = 1024
@@ -128,8 +122,7 @@ class ImageRequest:
         return f"{self.width}x{self.height}"
 
 
-@dataclass(frozen=True, slots=True)
-class GeneratedImage:
+class GeneratedImage(Struct, frozen=True):
     data: bytes
     format: ImageFormat
     width: int
@@ -139,8 +132,7 @@ class GeneratedImage:
     finish_reason: FinishReason = "stop"
 
 
-@dataclass(frozen=True, slots=True)
-class ImageResult:
+class ImageResult(Struct, frozen=True):
     images: tuple[GeneratedImage, ...]
     usage: Usage
     provider: str

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 import httpx
+from msgspec import Struct
 
 from tollgate.providers.anthropic import AnthropicProvider
 from tollgate.providers.base import Kind, Provider
@@ -39,8 +39,7 @@ PROVIDER_KINDS: Mapping[str, frozenset[Kind]] = {
 """The kinds of model each provider serves (the registry checks its models against it)."""
 
 
-@dataclass(frozen=True)
-class ProviderStatus:
+class ProviderStatus(Struct, frozen=True):
     """One line of ``GET /v1/providers``."""
 
     name: str

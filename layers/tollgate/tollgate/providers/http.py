@@ -15,13 +15,13 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cache
 from typing import Any, TypeVar
 
 import httpx
+from msgspec import Struct, field
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tollgate.providers.errors import UpstreamError, UpstreamTimeout, retryable_status, upstream_error
@@ -35,8 +35,7 @@ USER_AGENT = "tollgate-gateway/0.1"
 _Shape = TypeVar("_Shape", bound="WireModel")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(Struct, frozen=True):
     max_attempts: int = 3
     base_delay: float = 0.25
     max_delay: float = 4.0
@@ -50,8 +49,7 @@ class RetryPolicy:
         return ceiling / 2 + ceiling / 2 * jitter
 
 
-@dataclass(frozen=True)
-class Timeouts:
+class Timeouts(Struct, frozen=True):
     """Seconds for one attempt: reading an answer (per operation) and connecting."""
 
     chat: float = 20.0
@@ -114,8 +112,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class ProviderHttp:
+class ProviderHttp(Struct):
     """Sends one logical provider call, retrying as the module says."""
 
     client: httpx.Client = field(default_factory=shared_client)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from tollgate.providers.base import ImageFormat
 
@@ -14,8 +15,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RGB = 2  # PNG colour type: truecolour, 8 bits per sample
 
 
-@dataclass(frozen=True)
-class ImageInfo:
+class ImageInfo(Struct, frozen=True):
     format: ImageFormat
     width: int
     height: int

@@ -7,8 +7,7 @@ generates, does not load the generation request path at cold start.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
+from msgspec.structs import replace
 from pydantic import ValidationError
 
 from tollgate.api.params import field_errors

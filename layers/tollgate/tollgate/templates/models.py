@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from msgspec import Struct
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate.errors import FieldError, ValidationFailed
@@ -230,8 +230,7 @@ def definition_problems(
     return problems
 
 
-@dataclass(frozen=True)
-class TemplateUse:
+class TemplateUse(Struct, frozen=True):
     """One use of a template version, to be counted (``TemplateService.stage_use``)."""
 
     owner: str
@@ -250,8 +249,7 @@ class TemplateUse:
         return cls(str(raw["owner"]), str(raw["template_id"]), int(raw["version"]))
 
 
-@dataclass(frozen=True)
-class Template:
+class Template(Struct, frozen=True):
     """A template as it is now: its current version's definition, and its counters."""
 
     template_id: str
@@ -272,8 +270,7 @@ class Template:
         return "public" if self.owner == PUBLIC_OWNER else "private"
 
 
-@dataclass(frozen=True)
-class TemplateVersion:
+class TemplateVersion(Struct, frozen=True):
     """One immutable version of a template."""
 
     template_id: str
@@ -310,8 +307,7 @@ class TemplateVersion:
         )
 
 
-@dataclass(frozen=True)
-class Rendered:
+class Rendered(Struct, frozen=True):
     """A template version rendered with a request's variables: the prompt, the parameters
     (the template's defaults under the request's own), and how it is charged and recorded."""
 
@@ -349,8 +345,7 @@ def refuse_another_feature(template_feature: str | None, requested: str | None) 
         )
 
 
-@dataclass(frozen=True)
-class TemplatePage:
+class TemplatePage(Struct, frozen=True):
     templates: tuple[Template, ...]
     next_cursor: str | None
 

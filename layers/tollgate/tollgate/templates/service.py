@@ -20,10 +20,11 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
+from msgspec import Struct
+from msgspec.structs import replace
 from pydantic import ValidationError
 
 from tollgate.api.params import field_errors
@@ -60,8 +61,7 @@ logger = Logger()
 MAX_PAGE = 100
 
 
-@dataclass(frozen=True)
-class ImageTemplateRequest:
+class ImageTemplateRequest(Struct, frozen=True):
     """An image template rendered for ``/v1/images`` (S7): the prompt and the image parameters
     (the template's defaults under the request's own), how the job is charged (``pricing``, a
     declared price; else ``feature``, else the ``image`` feature) and what its record names

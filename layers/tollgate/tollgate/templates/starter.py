@@ -10,11 +10,11 @@ nothing, a changed one makes a new version. The local runtime seeds at start
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from msgspec import Struct
 from pydantic import Field, ValidationError
 
 from tollgate.generation.registry import ModelRegistry, load_models
@@ -37,8 +37,7 @@ class StarterFile(TemplateDefinition):
         return TemplateDefinition.model_validate(self.model_dump(exclude={"id"}, exclude_defaults=True))
 
 
-@dataclass(frozen=True)
-class StarterTemplate:
+class StarterTemplate(Struct, frozen=True):
     template_id: str
     definition: TemplateDefinition
     source: str

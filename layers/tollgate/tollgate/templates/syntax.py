@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 OPEN = "{{"
 CLOSE = "}}"
@@ -29,13 +30,11 @@ NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
 _NAME = re.compile(rf"^[ \t]*({NAME_PATTERN})[ \t]*$")
 
 
-@dataclass(frozen=True)
-class Literal:
+class Literal(Struct, frozen=True):
     text: str
 
 
-@dataclass(frozen=True)
-class Placeholder:
+class Placeholder(Struct, frozen=True):
     name: str
     offset: int
     """Where its ``{{`` starts in the body (0-based, in characters)."""
@@ -44,8 +43,7 @@ class Placeholder:
 Segment = Literal | Placeholder
 
 
-@dataclass(frozen=True)
-class SyntaxProblem:
+class SyntaxProblem(Struct, frozen=True):
     """One malformed placeholder: what is wrong, and where (offset, 1-based line and column)."""
 
     message: str
@@ -71,8 +69,7 @@ def _position(text: str, offset: int) -> tuple[int, int]:
     return line, column
 
 
-@dataclass(frozen=True)
-class ParsedBody:
+class ParsedBody(Struct, frozen=True):
     """A body as segments, ready to render."""
 
     segments: tuple[Segment, ...]

@@ -15,10 +15,11 @@ group (``rollup``), so a long report reads a few items per group and month, not 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
+
+from msgspec import Struct
 
 from tollgate.usage.figures import UsageFigures
 from tollgate.usage.log import UsageLogEntry
@@ -39,8 +40,7 @@ TOTAL_VALUE = "all"
 """The one group of the ``total`` dimension."""
 
 
-@dataclass(frozen=True)
-class AggregateKey:
+class AggregateKey(Struct, frozen=True):
     """One aggregate a request adds to: org-wide (``user`` is ``None``) or one user's own."""
 
     dimension: Dimension
@@ -66,8 +66,7 @@ def day_of(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-@dataclass(frozen=True, order=True)
-class Month:
+class Month(Struct, frozen=True, order=True):
     """A calendar month (UTC); months order by time."""
 
     year: int
@@ -100,8 +99,7 @@ class Month:
         return f"{self.year:04d}-{self.month:02d}"
 
 
-@dataclass(frozen=True)
-class AggregateRow:
+class AggregateRow(Struct, frozen=True):
     """The sums of one group over one period: a day (``yyyy-mm-dd``) or a month (``yyyy-mm``).
     ``provider`` is set on ``model`` rows."""
 
@@ -111,8 +109,7 @@ class AggregateRow:
     provider: str | None = None
 
 
-@dataclass(frozen=True)
-class RollupMark:
+class RollupMark(Struct, frozen=True):
     """A month whose monthly aggregates are complete: written after all of them."""
 
     month: Month

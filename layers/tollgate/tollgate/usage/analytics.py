@@ -14,9 +14,11 @@ import binascii
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from tollgate.clock import Clock, SystemClock
 from tollgate.credits.access import OrgLookup, acting_for
@@ -55,8 +57,7 @@ class GroupBy(StrEnum):
     USER = "user"
 
 
-@dataclass(frozen=True)
-class UsageScope:
+class UsageScope(Struct, frozen=True):
     """Whose usage: an org, or one user of it."""
 
     org_id: str
@@ -79,8 +80,7 @@ def scope_for(
     return acting, UsageScope(org, user)
 
 
-@dataclass(frozen=True)
-class DateRange:
+class DateRange(Struct, frozen=True):
     """UTC days from ``start`` to ``end``, both included."""
 
     start: date
@@ -131,14 +131,12 @@ class DateRange:
         return months
 
 
-@dataclass(frozen=True)
-class UsageGroup:
+class UsageGroup(Struct, frozen=True):
     key: str
     figures: UsageFigures
 
 
-@dataclass(frozen=True)
-class UsageReport:
+class UsageReport(Struct, frozen=True):
     """The groups of a report (days in order, every day present; other groups by key) and
     their total, which is exactly their sum."""
 
@@ -149,8 +147,7 @@ class UsageReport:
     total: UsageFigures
 
 
-@dataclass(frozen=True)
-class Dashboard:
+class Dashboard(Struct, frozen=True):
     """What the dashboard page shows of usage, in one read: the days, the models and the
     features of the range, and their total."""
 
@@ -166,8 +163,7 @@ class Dashboard:
 # -- logs ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LogPage:
+class LogPage(Struct, frozen=True):
     entries: tuple[UsageLogEntry, ...]
     next_cursor: str | None
 

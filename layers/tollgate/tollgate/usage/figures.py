@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
+
+from msgspec import Struct, field
+from msgspec.structs import fields
 
 from tollgate.units import CREDIT_UNITS
 from tollgate.usage.log import UsageLogEntry, UsageStatus
@@ -102,8 +104,7 @@ def _zeros() -> tuple[int, ...]:
     return (0,) * HISTOGRAM_SIZE
 
 
-@dataclass(frozen=True)
-class UsageFigures:
+class UsageFigures(Struct, frozen=True):
     """Integer sums over a set of requests. ``failures`` counts every request that did not
     succeed; ``refusals`` and ``provider_errors`` are the failures of those two kinds."""
 

@@ -14,10 +14,11 @@ read; the log itself is only browsed, a page at a time (``UsageLogPages``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
+
+from msgspec import Struct
 
 from tollgate.staging import StagedWrites
 
@@ -29,8 +30,7 @@ class UsageStatus(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class UsageLogEntry:
+class UsageLogEntry(Struct, frozen=True):
     """One line of the usage log: every request leaves exactly one."""
 
     request_id: str
@@ -75,8 +75,7 @@ class UsageLog(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class LogFilter:
+class LogFilter(Struct, frozen=True):
     """What a page of the log is narrowed to (every given field must match)."""
 
     user: str | None = None
@@ -86,16 +85,14 @@ class LogFilter:
     cache_hit: bool | None = None
 
 
-@dataclass(frozen=True)
-class PositionedEntry:
+class PositionedEntry(Struct, frozen=True):
     """A log entry and its position in its day (opaque; the store reads from after it)."""
 
     position: str
     entry: UsageLogEntry
 
 
-@dataclass(frozen=True)
-class LogDayPage:
+class LogDayPage(Struct, frozen=True):
     """Entries of one day, newest first."""
 
     entries: tuple[PositionedEntry, ...]
