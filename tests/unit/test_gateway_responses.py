@@ -60,4 +60,5 @@ def test_a_function_that_crashes_gets_a_retryable_problem_not_an_html_page() -> 
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.headers["Retry-After"] == "1"
     body = json.loads(response.body)
-    assert body["status"] == 503 and body["code"] == "service_unavailable"
+    assert body["status"] == 503
+    assert body["code"] == "service_unavailable"
