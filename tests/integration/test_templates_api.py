@@ -453,6 +453,34 @@ def test_a_malformed_body_is_refused_when_saved_with_its_position(api: Api, org_
     assert "colour" in field_errors(unknown)
 
 
+def test_a_wrong_json_type_inside_a_definition_is_refused_not_coerced(api: Api, org_a: Tenant) -> None:
+    # Given a template of the org
+    tid = create(api, org_a.owner_key)["id"]
+    wrong_types = {
+        "variables": [{"name": "who", "max_length": "20"}, {"name": "lang", "required": "yes"}],
+        "params": {"model": "mock/chat", "max_tokens": 40, "temperature": "0.5", "stop": [7]},
+    }
+    # When a definition says a number as a string, a boolean as a string, a string as a number
+    created = api.post("/v1/templates", key=org_a.owner_key, json_body={**GREETING, **wrong_types})
+    updated = put(api, f"/v1/templates/{tid}", org_a.owner_key, wrong_types)
+    # Then each is refused, naming the field, on create and on update
+    expected = {"variables.0.max_length", "variables.1.required", "params.temperature", "params.stop.0"}
+    assert set(field_errors(created)) == expected
+    assert set(field_errors(updated)) == expected
+    # and nothing was saved: the template is still at version 1
+    assert api.get(f"/v1/templates/{tid}", key=org_a.owner_key).json()["version"] == 1
+    # while the same definition with JSON's own types is taken, arrays and decimals included
+    right = raw_post(
+        api,
+        "/v1/templates",
+        org_a.owner_key,
+        '{"name": "Typed", "body": "Hi {{ who }}", "variables": [{"name": "who", "max_length": 20,'
+        ' "required": true}], "params": {"model": "mock/chat", "temperature": 0.5, "stop": ["."]}}',
+    )
+    assert right.status == 201, right.body
+    assert right.json()["params"]["temperature"] == 0.5
+
+
 # -- generating, charging, counting --------------------------------------------------------------
 
 

@@ -57,7 +57,7 @@ class TemplateParams(BaseModel):
     """Default parameters of a template; a request's own parameters override them. Text
     templates take the sampling knobs, image templates the image ones."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     model: ModelName | None = None
     # text
@@ -66,7 +66,7 @@ class TemplateParams(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1)
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     stop: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] | None = Field(
-        default=None, max_length=4
+        default=None, max_length=4, strict=False
     )
     # image
     size: str | None = Field(default=None, pattern=SIZE_PATTERN)
@@ -89,7 +89,7 @@ class TemplatePrice(BaseModel):
     converted to credits, at least ``minimum_credits`` units. A cache hit is free unless
     ``cache_hit_credits`` says otherwise."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     rule: Literal["flat", "cost_plus"]
     credits: int = Field(0, ge=0, le=MAX_PRICE_UNITS)
@@ -120,16 +120,21 @@ class TemplatePrice(BaseModel):
 
 class TemplateDefinition(BaseModel):
     """What a version of a template says. Field-level checks are here; the checks across
-    fields and against the data files are ``definition_problems``."""
+    fields and against the data files are ``definition_problems``.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    A definition arrives as JSON read with exact numbers (a request body, or the stored
+    definition): its models are strict, as bodies are (``tollgate.api.params``), so a wrong JSON
+    type is refused rather than coerced (``"max_length": "5"``). Only a JSON array is taken for
+    a tuple (``strict=False`` on those fields: their items stay strict)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=100)
     description: str = Field("", max_length=2_000)
     category: str = Field("general", pattern=CATEGORY_PATTERN)
     kind: TemplateKind = "text"
     body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
-    variables: tuple[VariableSpec, ...] = Field((), max_length=MAX_VARIABLES)
+    variables: tuple[VariableSpec, ...] = Field((), max_length=MAX_VARIABLES, strict=False)
     params: TemplateParams = Field(default_factory=TemplateParams)
     feature: FeatureName | None = None
     price: TemplatePrice | None = None

@@ -73,7 +73,7 @@ Text = Annotated[str, Field(max_length=MAX_VALUE_CHARS)]
 class VariableSpec(BaseModel):
     """One declared variable of a template."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str = Field(pattern=f"^{NAME_PATTERN}$")
     type: VariableType = "string"
@@ -83,7 +83,7 @@ class VariableSpec(BaseModel):
     default: Text | ExactNumber | tuple[Text, ...] | None = None
     max_length: int | None = Field(None, ge=1, le=MAX_VALUE_CHARS)
     values: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = Field(
-        (), max_length=MAX_ENUM_VALUES
+        (), max_length=MAX_ENUM_VALUES, strict=False
     )
     """The allowed values of an ``enum``."""
     max_items: int | None = Field(None, ge=1, le=MAX_LIST_ITEMS)
