@@ -60,8 +60,9 @@ from tollgate.generation.requests import (
 )
 from tollgate.generation.security import ContentLimits, scan_messages, scan_texts
 from tollgate.identity.models import Caller, Role
-from tollgate.metering.models import Release, Reservation, ReservationStatus, Settlement, Usage
+from tollgate.metering.models import Release, Reservation, Settlement, Usage
 from tollgate.metering.pricing import FeatureRule
+from tollgate.metering.service import settled_despite_failure
 from tollgate.providers.base import ChatMessage, ChatRequest, Provider
 from tollgate.providers.errors import UpstreamError
 from tollgate.staging import StagedWrites
@@ -650,23 +651,15 @@ class GenerationService:
         )
 
     def _settled_despite(self, org_id: str, request_id: str, failed: GenerationRecord) -> Settlement | None:
-        """A settlement failed, or its answer was lost (AWS committed it, then the connection
-        dropped): read the reservation back. Settled: the answer stands, charged once (its record
-        was written with it). Still held: release it now, so a failed answer does not hold the
-        customer's credits until the stale-hold sweep. Unreadable: the sweep releases it later."""
-        try:
-            reservation = self._metering.reservation(org_id, request_id)
-        except Exception:
-            logger.exception("could not read back a reservation whose settlement failed")
-            return None
-        if reservation.status is ReservationStatus.SETTLED and reservation.settlement is not None:
-            logger.warning(
-                "a settlement reported failed had committed; answering", extra={"request_id": request_id}
-            )
-            return reservation.settlement
-        if reservation.status is ReservationStatus.HELD:
-            self._release_with(org_id, request_id, failed)
-        return None
+        """The settlement of a failed settle, if it committed after all (its record was written
+        with it); a reservation still held is released now, with the failure's record."""
+        reservation = settled_despite_failure(
+            self._metering,
+            org_id,
+            request_id,
+            release_held=lambda: self._release_with(org_id, request_id, failed),
+        )
+        return reservation.settlement if reservation is not None else None
 
     def _release_with(self, org_id: str, request_id: str, failed: GenerationRecord) -> None:
         """Release the reservation of a failed call, with its record in the same transaction.

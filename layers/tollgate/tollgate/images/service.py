@@ -68,9 +68,10 @@ from tollgate.images.jobs import (
 )
 from tollgate.images.planning import ImagePlan, actual_usage, plan_image
 from tollgate.images.requests import MAX_UPLOAD_BYTES, AnalyzeRequest, ImageBatchRequest, ImageJobRequest
-from tollgate.metering.models import ReservationStatus, Usage
+from tollgate.metering.models import Usage
 from tollgate.metering.ports import StagedWriteRefused
 from tollgate.metering.pricing import UnknownPrice
+from tollgate.metering.service import settled_despite_failure
 from tollgate.providers.catalog import ProviderCatalog
 from tollgate.templates.models import IMAGE_PARAMS, refuse_another_feature
 from tollgate.usage.log import UsageLog, UsageLogEntry, UsageStatus
@@ -394,24 +395,23 @@ class ImageService:
         return SyncImages(done, generated.data or self._read_all(done), False)
 
     def _completed_despite(self, job: ImageJob, exc: Exception) -> ImageJob | None:
-        """The settlement of a synchronous job failed, or its answer was lost (AWS committed it,
-        then the connection dropped): read it back. Settled: the job was written completed with
-        it, charged once. Still held: released now with the job failed. Unreadable: the
-        stale-hold sweep releases it later."""
-        try:
-            reservation = self._metering.reservation(job.org_id, job.job_id)
-            if reservation.status is ReservationStatus.SETTLED:
-                logger.warning("a settlement reported failed had committed", extra={"job_id": job.job_id})
-                return self._jobs.get(job.org_id, job.job_id)
-        except Exception:
-            logger.exception("could not read back a synchronous job whose settlement failed")
-            return None
-        if reservation.status is ReservationStatus.HELD:
+        """The job of a synchronous request whose settlement failed, if it committed after all
+        (the job was written completed with it); a reservation still held is released now, with
+        the job failed."""
+
+        def fail() -> None:
             try:
                 self._billing.fail_new(job, error_of(exc), self._clock.now())
             except Exception:
                 logger.exception("could not release a synchronous image request")
-        return None
+
+        if settled_despite_failure(self._metering, job.org_id, job.job_id, release_held=fail) is None:
+            return None
+        try:
+            return self._jobs.get(job.org_id, job.job_id)
+        except Exception:
+            logger.exception("could not read back a synchronous job whose settlement committed")
+            return None
 
     # -- POST /v1/images/analyze --------------------------------------------------------------
 

@@ -22,8 +22,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from aws_lambda_powertools import Logger
 from msgspec.structs import replace
 
 from tollgate.clock import Clock, SystemClock, iso
@@ -107,6 +108,33 @@ DEFAULT_PLAN = "free"
 KNOWN_ORGS = 1024  # accounts remembered per process (the optimistic first attempt)
 KNOWN_RESERVATIONS = 1024  # reservations this process made and has not finished
 OPTIMISM_PAUSE_SECONDS = 10.0  # after a race, an org's steps read first for this long
+
+logger = Logger()
+
+
+class ReservationReader(Protocol):
+    def reservation(self, org_id: str, reservation_id: str) -> Reservation: ...
+
+
+def settled_despite_failure(
+    metering: ReservationReader, org_id: str, reservation_id: str, release_held: Callable[[], None]
+) -> Reservation | None:
+    """After a settlement raised, or its answer was lost (AWS committed it, then the connection
+    dropped), read the reservation back. Settled: it is returned, and the answer stands, charged
+    once. Still held: ``release_held`` is called now, so that a failed answer does not hold the
+    customer's credits until the stale-hold sweep; ``None``. Unreadable: ``None``, and the sweep
+    releases it later."""
+    try:
+        reservation = metering.reservation(org_id, reservation_id)
+    except Exception:
+        logger.exception("could not read back a reservation whose settlement failed")
+        return None
+    if reservation.status is ReservationStatus.SETTLED:
+        logger.warning("a settlement reported failed had committed", extra={"reservation_id": reservation_id})
+        return reservation
+    if reservation.status is ReservationStatus.HELD:
+        release_held()
+    return None
 
 
 class _Unverified(Exception):
